@@ -1,0 +1,179 @@
+"""One ``aggregations`` section: which table goes where, and what each peer is sent.
+
+No sockets, no clock (``now`` is passed in, ms). Imports ``config`` (the
+model), ``schema``, ``wire``, ``table`` and ``session`` (to call its send
+methods).
+
+Routing (DESIGN.md §3.1 and §3.4), per table a peer defines:
+- from a down peer (a HAProxy node or a lower aggregator): a table whose
+  suffix is on the ``forward`` line is ignored; otherwise the ``from`` rule
+  names the output table (``mytable.local`` -> ``mytable.aggr``), or says
+  the table is not an input (an output suffix, an unlisted suffix);
+- from an up peer: a table whose suffix is on the ``forward`` line is kept
+  as is (latest entry wins, whichever member of the group sent it) and
+  passed to every down peer; anything else is ignored.
+
+What each peer is sent: aggregate tables go to every peer (down and up,
+the sender included); forwarded tables go to down peers only.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+
+from .config import Aggregations, Peer, PeerRole
+from .schema import Field
+from .session import OutTable, PeerSession
+from .table import AggTable, TableMode
+from .wire import TableDefinition
+
+log = logging.getLogger(__name__)
+
+
+class RouteKind(enum.Enum):
+    AGGREGATE = "aggregate"
+    FORWARD = "forward"
+    IGNORE = "ignore"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What to do with the updates of one table a peer defined."""
+
+    kind: RouteKind
+    table: AggTable | None
+    in_fields: tuple[Field, ...]
+    reason: str = ""
+
+
+def suffix_of(name: str) -> str | None:
+    """A table name's suffix: from its last dot on (``mytable.local`` -> ``.local``)."""
+    dot = name.rfind(".")
+    return name[dot:] if dot >= 0 else None
+
+
+class Section:
+    """The state of one ``aggregations`` section: its peers' tables and the outputs."""
+
+    def __init__(self, config: Aggregations, **table_options) -> None:
+        self.config = config
+        self.name = config.name
+        self.local = config.local_peer
+        self.remote_peers = config.remote_peers
+        self.peer_index = {p.name: i for i, p in enumerate(self.remote_peers)}
+        self.forward = frozenset(config.forward)
+        self.tables: dict[bytes, AggTable] = {}
+        #: the source table of each aggregate table (for ``show aggrs``)
+        self.sources: dict[bytes, bytes] = {}
+        #: each peer's own definition of each table it sent us: (peer index, name) -> definition
+        self.input_definitions: dict[tuple[int, bytes], TableDefinition] = {}
+        self._table_options = table_options
+
+    def peer(self, name: str) -> Peer | None:
+        return self.config.peer(name)
+
+    # -- routing ------------------------------------------------------------------
+
+    def route(self, peer: Peer, definition: TableDefinition) -> Route:
+        """Decide what to do with a table ``peer`` defined; create its output table."""
+        name = definition.name.decode("utf-8", "surrogateescape")
+        codec = definition.codec
+        if not codec.decodable:
+            return Route(RouteKind.IGNORE, None, (), "its updates cannot be parsed")
+        is_forwarded = suffix_of(name) in self.forward
+        if peer.role is PeerRole.UP:
+            if not is_forwarded:
+                return Route(RouteKind.IGNORE, None, (), "tables from up peers are only forwarded")
+            table = self._table(definition, definition.name, TableMode.FORWARD)
+            return self._checked(table, definition, RouteKind.FORWARD)
+        if is_forwarded:
+            return Route(RouteKind.IGNORE, None, (), "forwarded tables are not taken from down peers")
+        output = self.config.from_rule.output_name(name)
+        if output is None:
+            return Route(RouteKind.IGNORE, None, (), "no 'from' rule matches it")
+        if not definition.params_complete:
+            return Route(RouteKind.IGNORE, None, (), "its definition lacks rate periods or array sizes")
+        out_name = output.encode("utf-8", "surrogateescape")
+        table = self._table(definition, out_name, TableMode.AGGREGATE)
+        self.sources.setdefault(out_name, definition.name)
+        self.input_definitions[(self.peer_index[peer.name], definition.name)] = definition
+        return self._checked(table, definition, RouteKind.AGGREGATE)
+
+    def _table(self, definition: TableDefinition, out_name: bytes, mode: TableMode) -> AggTable:
+        table = self.tables.get(out_name)
+        if table is None:
+            out_def = TableDefinition(
+                0, out_name, definition.key_type, definition.key_len, definition.data_types,
+                definition.expire or 0, definition.params,
+            )
+            table = self.tables[out_name] = AggTable(out_def, mode, **self._table_options)
+        return table
+
+    @staticmethod
+    def _checked(table: AggTable, definition: TableDefinition, kind: RouteKind) -> Route:
+        out = table.definition
+        if (definition.key_type, definition.key_len) != (out.key_type, out.key_len):
+            return Route(RouteKind.IGNORE, None, (), "its key type or length differs from the other peers'")
+        return Route(kind, table, definition.codec.fields)
+
+    def tables_for(self, peer: Peer) -> list[AggTable]:
+        """The tables ``peer`` is sent: aggregates to all, forwarded ones to down peers."""
+        return [
+            t for t in self.tables.values()
+            if t.mode is TableMode.AGGREGATE or peer.role is not PeerRole.UP
+        ]
+
+    # -- sending ------------------------------------------------------------------
+
+    @staticmethod
+    def out_table(session: PeerSession, table: AggTable) -> OutTable:
+        d = table.definition
+        return session.define_table(d.name, d.key_type, d.key_len, d.data_types, d.expire or 0, d.params)
+
+    def push(self, session: PeerSession, table: AggTable, changed: list, now: int) -> int:
+        """Send changed aggregates ``(key, stored values, expire_at)``; returns the count sent."""
+        out = self.out_table(session, table)
+        sent = 0
+        for key, agg, expire_at in changed:
+            remaining = expire_at - now
+            if agg is None or remaining <= 0:
+                continue
+            session.send_update(out, key, table.to_wire(agg, now), now / 1000.0, expire=remaining)
+            sent += 1
+        return sent
+
+    def teach(self, session: PeerSession, peer: Peer, now: int) -> int:
+        """Answer a resync request: the peer's own last entries, then our tables.
+
+        A HAProxy restarted hard asks for this; it gets back its own counters
+        (DESIGN.md §3.5) and the current aggregates. Returns the count sent.
+        """
+        index = self.peer_index[peer.name]
+        sent = 0
+        for table in self.tables_for(peer):
+            source = self.input_definitions.get((index, self.sources.get(table.name, b"")))
+            if source is not None and source.data_types == table.definition.data_types:
+                sent += self._teach_own_entries(session, table, source, index, now)
+        for table in self.tables_for(peer):
+            for stripe in range(len(table.stripes)):
+                rows = table.snapshot(stripe)
+                sent += self.push(session, table, [(k, agg, exp) for k, agg, exp, _ in rows], now)
+        session.finish_teach(now / 1000.0)
+        return sent
+
+    def _teach_own_entries(self, session: PeerSession, table: AggTable, source: TableDefinition, index: int, now: int) -> int:
+        out = session.define_table(
+            source.name, source.key_type, source.key_len, source.data_types, source.expire or 0, source.params
+        )
+        sent = 0
+        for stripe in range(len(table.stripes)):
+            for key, _agg, _exp, contribs in table.snapshot(stripe):
+                mine = contribs.get(index)
+                if mine is None or mine[1] <= now:
+                    continue
+                values, expire_at, _ = mine
+                session.send_update(out, key, table.to_wire(values, now), now / 1000.0, expire=expire_at - now)
+                sent += 1
+        return sent

@@ -1,0 +1,83 @@
+"""Worker threads that apply update batches to the tables' stripes.
+
+Imports ``table`` only. Besides ``daemon``, the only module that starts threads.
+
+Ownership: worker ``i`` owns the stripes ``s`` with ``s % count == i``. The
+I/O thread cuts each received batch by stripe and queues each piece to the
+stripe's owner, so the updates of one key are always applied by one thread,
+in the order they arrived. After a worker has drained its queue it calls
+``notify()`` once (in production ``reactor.call_soon_threadsafe`` of the push
+round), so a burst of batches costs one wake-up, not one per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Callable
+
+from .table import AggTable
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class Workers:
+    """A fixed pool of threads, each owning a share of every table's stripes."""
+
+    def __init__(self, count: int, notify: Callable[[], None]) -> None:
+        if count < 1:
+            raise ValueError(f"need at least one worker, got {count}")
+        self.count = count
+        self._notify = notify
+        self._queues: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(count)]
+        self._threads = [
+            threading.Thread(target=self._run, args=(q,), name=f"stktagg-worker-{i}", daemon=True)
+            for i, q in enumerate(self._queues)
+        ]
+        self.applied = 0  #: updates applied (approximate: incremented without a lock)
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        for q in self._queues:
+            q.put(_STOP)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout)
+
+    def submit_updates(self, table: AggTable, peer: int, in_fields: tuple, items: list, now: int) -> None:
+        """Queue ``(key, values, expire)`` items of one peer for ``table``, cut by stripe."""
+        by_stripe: dict[int, list] = {}
+        stripes = len(table.stripes)
+        for item in items:
+            by_stripe.setdefault(hash(item[0]) % stripes, []).append(item)
+        for stripe, part in by_stripe.items():
+            self._queues[stripe % self.count].put((table.apply, (stripe, peer, in_fields, part, now), len(part)))
+
+    def submit_refresh(self, table: AggTable, now: int) -> None:
+        """Queue the timer work (expiries, rate boundaries) of every stripe of ``table``."""
+        for stripe in range(len(table.stripes)):
+            self._queues[stripe % self.count].put((table.refresh, (stripe, now), 0))
+
+    def _run(self, jobs: queue.SimpleQueue) -> None:
+        while True:
+            job = jobs.get()
+            while True:
+                if job is _STOP:
+                    return
+                func, args, count = job
+                try:
+                    func(*args)
+                except Exception:  # a bug must not kill the worker: log it, go on
+                    log.exception("worker job %s failed", getattr(func, "__qualname__", func))
+                self.applied += count
+                try:
+                    job = jobs.get_nowait()
+                except queue.Empty:
+                    break
+            self._notify()
