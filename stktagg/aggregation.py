@@ -93,7 +93,8 @@ class Section:
         output = self.config.from_rule.output_name(name)
         if output is None:
             return Route(RouteKind.IGNORE, None, (), "no 'from' rule matches it")
-        if not definition.params_complete:
+        if not definition.params_complete or any(f.info.has_period and not f.period for f in codec.fields):
+            # The sum of rates needs each rate's period (peers-protocol.md §6.5).
             return Route(RouteKind.IGNORE, None, (), "its definition lacks rate periods or array sizes")
         out_name = output.encode("utf-8", "surrogateescape")
         table = self._table(definition, out_name, TableMode.AGGREGATE)

@@ -268,18 +268,37 @@ class TableCodec:
         return tuple(values)
 
     def encode_values(self, values: tuple, dcache: DictCache) -> bytes:
+        """The values of one update, in field order.
+
+        Server keys go through the dictionary cache only once every other
+        field has encoded: a refused update must not take a cache slot the
+        receiver never hears of.
+
+        Raises:
+            LocalProtocolError: values that do not fit the layout or the wire.
+        """
         if len(values) != len(self.fields):
             raise LocalProtocolError(f"{len(values)} values for a table with {len(self.fields)} data types")
-        out = bytearray()
-        for field, value in zip(self.fields, values):
-            if field.info.is_array:
-                if len(value) != field.count:
+        parts: list[bytes | None] = []
+        dict_values: list[tuple[int, object]] = []
+        try:
+            for field, value in zip(self.fields, values):
+                elements = value if field.info.is_array else (value,)
+                if field.info.is_array and len(value) != field.count:
                     raise LocalProtocolError(f"{field.info.name} needs {field.count} elements, got {len(value)}")
-                for element in value:
-                    out += _encode_one(element, field.info, dcache)
-            else:
-                out += _encode_one(value, field.info, dcache)
-        return bytes(out)
+                for element in elements:
+                    if field.info.std is StdType.DICT:
+                        if element is not None and not isinstance(element, bytes):
+                            raise LocalProtocolError(f"server_key value must be bytes or None: {element!r}")
+                        dict_values.append((len(parts), element))
+                        parts.append(None)
+                    else:
+                        parts.append(_encode_one(element, field.info))
+        except (ValueError, TypeError) as exc:
+            raise LocalProtocolError(f"value does not fit the wire: {exc}") from exc
+        for index, element in dict_values:
+            parts[index] = dcache.encode(element)  # type: ignore[arg-type]
+        return b"".join(parts)  # type: ignore[arg-type]
 
 
 def _decode_one(reader: Reader, info: DataTypeInfo, dcache: DictCache) -> object:
@@ -294,14 +313,11 @@ def _decode_one(reader: Reader, info: DataTypeInfo, dcache: DictCache) -> object
     return value
 
 
-def _encode_one(value: object, info: DataTypeInfo, dcache: DictCache) -> bytes:
-    std = info.std
-    if std is StdType.FRQP:
+def _encode_one(value: object, info: DataTypeInfo) -> bytes:
+    if info.std is StdType.FRQP:
         age, curr, prev = value  # type: ignore[misc]
         return encode_varint(age) + encode_varint(curr) + encode_varint(prev)
-    if std is StdType.DICT:
-        return dcache.encode(value)  # type: ignore[arg-type]
-    if std is StdType.SINT and value < 0:  # type: ignore[operator]
+    if info.std is StdType.SINT and value < 0:  # type: ignore[operator]
         value += _U64  # type: ignore[operator]
     return encode_varint(value)  # type: ignore[arg-type]
 

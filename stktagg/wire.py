@@ -23,6 +23,7 @@ as ``RawMessage`` with its exact bytes, which HAProxy ignores too (§2.1).
 from __future__ import annotations
 
 import enum
+import struct
 from dataclasses import dataclass
 from typing import Union
 
@@ -115,7 +116,13 @@ class TableDefinition:
 
     @property
     def params_complete(self) -> bool:
-        """Whether every rate and array type has its parameters (else HAProxy ignores it)."""
+        """Whether HAProxy accepts the definition's parameters (peers-protocol.md §4.5 step 6).
+
+        With an expire field, every rate and array type needs its record;
+        without one (the old short form), no array type may be present.
+        """
+        if self.expire is None:
+            return not any(info.is_array for info in expected_params(self.data_types))
         announced = {rec[0] for rec in self.params}
         return all(info.id in announced for info in expected_params(self.data_types))
 
@@ -377,19 +384,28 @@ class MessageEncoder:
         if isinstance(msg, Ack):
             return frame(MsgClass.STICK_TABLE, StkType.ACK, encode_varint(msg.table_id) + be32(msg.update_id))
         if isinstance(msg, TableDefinition):
-            self.tables[msg.table_id] = msg
+            data = frame(MsgClass.STICK_TABLE, StkType.DEFINITION, encode_definition(msg))
+            self.tables[msg.table_id] = msg  # only once encoding succeeded
             self.current = msg
-            return frame(MsgClass.STICK_TABLE, StkType.DEFINITION, encode_definition(msg))
+            return data
         if isinstance(msg, PeerError):
             return frame(MsgClass.ERROR, msg.type)
         if isinstance(msg, TableSwitch):
             self.current = self.tables.get(msg.table_id)
             return frame(MsgClass.STICK_TABLE, StkType.SWITCH, encode_varint(msg.table_id))
         if isinstance(msg, RawMessage):
+            if msg.msg_type < 0x80 and msg.payload:
+                raise LocalProtocolError("a message of type below 0x80 cannot carry a payload")
             return frame(msg.msg_class, msg.msg_type, msg.payload)
         raise LocalProtocolError(f"not a peers message: {msg!r}")
 
     def _encode_update(self, msg: Update) -> bytes:
+        try:
+            return self._encode_update_checked(msg)
+        except (ValueError, TypeError, struct.error, OverflowError) as exc:
+            raise LocalProtocolError(f"update does not fit the wire: {exc}") from exc
+
+    def _encode_update_checked(self, msg: Update) -> bytes:
         table = self.current
         if table is None or table.table_id != msg.table_id:
             raise LocalProtocolError(f"update of table {msg.table_id} while the current table is not it")
@@ -427,5 +443,9 @@ def encode_definition(msg: TableDefinition) -> bytes:
     if msg.expire is not None:
         parts.append(encode_varint(msg.expire))
         parts.extend(encode_varint(v) for record in msg.params for v in record)
+    elif msg.params or msg.trailing:
+        # Without an expire field, parameters or extra bytes would be read
+        # back as the expire: refuse rather than send another message.
+        raise LocalProtocolError("a definition without expire cannot carry parameters or trailing bytes")
     parts.append(msg.trailing)
     return b"".join(parts)
