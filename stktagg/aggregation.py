@@ -92,6 +92,8 @@ class Section:
             return Route(RouteKind.IGNORE, None, (), "forwarded tables are not taken from down peers")
         output = self.config.from_rule.output_name(name)
         if output is None:
+            if suffix_of(name) == self.config.from_rule.to:
+                return Route(RouteKind.IGNORE, None, (), "it is an output table (ours)")
             return Route(RouteKind.IGNORE, None, (), "no 'from' rule matches it")
         if not definition.params_complete or any(f.info.has_period and not f.period for f in codec.fields):
             # The sum of rates needs each rate's period (peers-protocol.md §6.5).

@@ -1,0 +1,163 @@
+"""The process: command line, configuration, logging, signals, privileges, run.
+
+``main(argv)`` is the entry point of ``hapee-stktagg`` (see ``-h``). It owns
+the process-wide side effects: it is the only caller of ``Server.bind``,
+of the signal handlers and of daemonisation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import grp
+import logging
+import os
+import pwd
+import signal
+import sys
+
+from . import __version__
+from .cli import CliConnection
+from .config import Config, check_cpus, check_files, load
+from .errors import ConfigError
+from .loop import Reactor
+from .server import Server
+
+log = logging.getLogger("stktagg")
+
+EXIT_OK = 0
+EXIT_CONFIG = 1
+EXIT_USAGE = 2
+EXIT_RUNTIME = 3
+
+USAGE = """\
+Usage: hapee-stktagg -f <cfgfile> [-d | -D] [-u <uid>] [-g <gid>] [-c] [-v] [-h]
+  -f <cfgfile>  load the configuration from this file (mandatory)
+  -d            debug mode: stay in the foreground, verbose log (cancels -D)
+  -D            run as a daemon (detach from the terminal)
+  -u <uid>      set the user (name or number) once the sockets are bound
+  -g <gid>      set the group (name or number) once the sockets are bound
+  -c            check the configuration file and exit (0 valid, 1 invalid)
+  -v            print the version and exit
+  -h            print this help and exit
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"hapee-stktagg: {message}\n{USAGE}")
+        raise SystemExit(EXIT_USAGE)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = _Parser(prog="hapee-stktagg", add_help=False)
+    parser.add_argument("-f", dest="config")
+    parser.add_argument("-d", dest="debug", action="store_true")
+    parser.add_argument("-D", dest="daemon", action="store_true")
+    parser.add_argument("-u", dest="user")
+    parser.add_argument("-g", dest="group")
+    parser.add_argument("-c", dest="check", action="store_true")
+    parser.add_argument("-v", dest="version", action="store_true")
+    parser.add_argument("-h", dest="help", action="store_true")
+    parser.add_argument("-W", dest="workers", type=int, default=1, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def load_checked(path: str) -> Config:
+    """Load the configuration and check what it refers to (files, CPUs)."""
+    config = load(path)
+    errors = check_files(config)
+    if errors:
+        raise errors[0]
+    if config.global_.cpu_map:
+        check_cpus(config, set(os.sched_getaffinity(0)))
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.help:
+        sys.stdout.write(USAGE)
+        return EXIT_OK
+    if args.version:
+        sys.stdout.write(f"hapee-stktagg version {__version__}\n")
+        return EXIT_OK
+    if not args.config:
+        sys.stderr.write(f"hapee-stktagg: -f <cfgfile> is mandatory\n{USAGE}")
+        return EXIT_USAGE
+    try:
+        config = load_checked(args.config)
+    except ConfigError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return EXIT_CONFIG
+    if args.check:
+        sys.stdout.write(f"Configuration file is valid: {args.config}\n")
+        return EXIT_OK
+    setup_logging(args.debug)
+    return run(config, args)
+
+
+def setup_logging(debug: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s hapee-stktagg[%(process)d]: %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def run(config: Config, args: argparse.Namespace) -> int:
+    reactor = Reactor()
+    server = Server(config, reactor, workers=max(1, args.workers), cli_factory=CliConnection)
+    try:
+        server.bind()
+    except OSError as exc:
+        log.error("cannot bind: %s", exc)
+        reactor.close()
+        return EXIT_RUNTIME
+    if config.global_.cpu_map:
+        os.sched_setaffinity(0, set(config.global_.cpu_map))
+    drop_privileges(args.user or config.global_.user, args.group or config.global_.group)
+    if args.daemon and not args.debug:
+        daemonize()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        reactor.add_signal_handler(signum, _stop, server, reactor, signum)
+    server.start()
+    log.info("hapee-stktagg %s started: %d aggregations section(s)", __version__, len(server.sections))
+    try:
+        reactor.run_forever()
+    finally:
+        server.stop()
+        reactor.close()
+    log.info("stopped")
+    return EXIT_OK
+
+
+def _stop(server: Server, reactor: Reactor, signum: int) -> None:
+    log.info("received %s, stopping", signal.Signals(signum).name)
+    reactor.stop()
+
+
+def drop_privileges(user: str | None, group: str | None) -> None:
+    """Set the group then the user (names or numbers), after the sockets are bound."""
+    if group is not None:
+        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        os.setgroups([gid])
+        os.setgid(gid)
+    if user is not None:
+        uid = int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid
+        if group is None:
+            os.setgroups([])
+        os.setuid(uid)
+
+
+def daemonize() -> None:
+    """Detach: double fork, new session, stdio on /dev/null (Unix FAQ 1.7)."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    os.chdir("/")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)

@@ -1,0 +1,396 @@
+"""The one place where I/O meets the protocol: sockets <-> sessions <-> sections.
+
+Runs entirely in the I/O thread, except what it hands to the workers.
+
+- ``Server`` owns the reactor's listeners (peers, stats sockets), the links to
+  peers, the sections (``aggregations``), the workers and the periodic timers.
+- ``PeerLink`` is the transport protocol of one peer connection: it feeds the
+  socket's bytes to a ``PeerSession``, acts on the session's events (route
+  tables, batch updates to the workers, answer resync requests, ask for a
+  resync at every new session), and writes what the session queued.
+- Pushes: workers mark changed keys dirty and wake the loop once per burst;
+  ``push_round`` then sends each changed aggregate once to every peer that
+  takes its table. A peer whose socket buffer is above its high-water mark
+  gets its changed keys parked in a per-table set instead, drained when the
+  buffer goes down: what waits for a slow peer is a set of keys, never a
+  queue of messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import time
+from typing import Callable
+
+from .aggregation import Route, RouteKind, Section
+from .config import Config, Peer, PeerRole
+from .loop import Reactor
+from .schema import KeyType
+from .session import (
+    AckReceived,
+    Closed,
+    Established,
+    Ignored,
+    PeerSession,
+    ResyncRequested,
+    Role,
+    TableDefined,
+    TeachFinished,
+    UpdateReceived,
+)
+from .table import AggTable
+from .transport import Listener, StreamTransport, connect
+from .workers import Workers
+
+log = logging.getLogger(__name__)
+
+#: How often sessions' timers (heartbeat, silence, handshake) are checked.
+SESSION_TICK = 0.1
+#: How often the tables' own changes (expiries, rate period ends) are computed.
+REFRESH_TICK = 0.1
+#: Delay before redialing an up peer after a failed or closed session; a
+#: random part avoids two aggregators redialing in lockstep.
+RECONNECT_DELAY = 1.0
+RECONNECT_JITTER = 0.5
+
+
+def now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+class PeerLink:
+    """One connection to one peer: transport protocol around a PeerSession."""
+
+    def __init__(self, server: "Server", section: Section, role: Role, peer: Peer | None = None) -> None:
+        self.server = server
+        self.section = section
+        self.role = role
+        self.peer = peer
+        self.transport: StreamTransport | None = None
+        self.session: PeerSession | None = None
+        self.routes: dict[int, Route] = {}
+        self.backlog: dict[bytes, set[bytes]] = {}
+        self.synced = False  #: the peer taught us after our resync request
+        self.address = ""
+
+    # -- transport protocol ---------------------------------------------------------
+
+    def connection_made(self, transport: StreamTransport) -> None:
+        self.transport = transport
+        peername = transport.peername
+        self.address = _format_address(peername)
+        now = time.monotonic()
+        local = self.section.local.name
+        if self.role is Role.ACCEPTING:
+            self.session = PeerSession(Role.ACCEPTING, local, now, is_declared=self._is_declared)
+        else:
+            assert self.peer is not None
+            self.session = PeerSession(
+                Role.CONNECTING, local, now, remote_name=self.peer.name, pid=os.getpid(),
+                downgraded=self.server.downgraded.get((self.section.name, self.peer.name), False),
+            )
+        self.server.links.add(self)
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        if self.session is not None:
+            self.handle(self.session.receive_data(data, time.monotonic()))
+
+    def eof_received(self) -> None:
+        if self.session is not None:
+            self.handle(self.session.receive_data(b"", time.monotonic()))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.link_lost(self, exc)
+
+    def writable(self) -> None:
+        self.drain_backlog()
+
+    # -- session events -------------------------------------------------------------
+
+    def _is_declared(self, name: str) -> bool:
+        peer = self.section.peer(name)
+        return peer is not None and peer.role is not PeerRole.LOCAL
+
+    def handle(self, events: list) -> None:
+        batches: dict[int, tuple[Route, list]] = {}
+        for event in events:
+            if isinstance(event, UpdateReceived):
+                route = self.routes.get(event.update.table_id)
+                if route is not None and route.table is not None:
+                    batch = batches.setdefault(event.update.table_id, (route, []))
+                    update = event.update
+                    batch[1].append((self._key(route.table, update.key), update.values, update.expire))
+            elif isinstance(event, TableDefined):
+                self._define(event.definition)
+            elif isinstance(event, ResyncRequested):
+                sent = self.section.teach(self.session, self.peer, now_ms())  # type: ignore[arg-type]
+                log.info("%s: taught peer %s %d entries", self.section.name, self.peer.name, sent)  # type: ignore[union-attr]
+            elif isinstance(event, TeachFinished):
+                self.synced = True
+                log.info("%s: resync from peer %s finished%s", self.section.name, self.peer.name, " (partial)" if event.partial else "")  # type: ignore[union-attr]
+            elif isinstance(event, Established):
+                self._established()
+            elif isinstance(event, Closed):
+                self._closed(event)
+            elif isinstance(event, Ignored):
+                log.debug("%s: peer %s: ignored message (%s)", self.section.name, self.session.peer_name, event.message.reason)  # type: ignore[union-attr]
+            elif isinstance(event, AckReceived):
+                pass
+        if batches:
+            self._submit(batches)
+        self.flush()
+
+    @staticmethod
+    def _key(table: AggTable, key: bytes) -> bytes:
+        # HAProxy stores at most len - 1 characters of a string key; so must we,
+        # or a long key would aggregate apart from what the nodes count.
+        if table.definition.key_type == KeyType.STRING and len(key) >= table.definition.key_len:
+            return key[: max(0, table.definition.key_len - 1)]
+        return key
+
+    def _submit(self, batches: dict) -> None:
+        index = self.section.peer_index[self.peer.name]  # type: ignore[union-attr]
+        now = now_ms()
+        for route, items in batches.values():
+            self.server.workers.submit_updates(route.table, index, route.in_fields, items, now)
+        self.server.stats_updates_in += sum(len(items) for _, items in batches.values())
+
+    def _define(self, definition) -> None:
+        route = self.section.route(self.peer, definition)  # type: ignore[arg-type]
+        previous = self.routes.get(definition.table_id)
+        self.routes[definition.table_id] = route
+        if route.kind is RouteKind.IGNORE and (previous is None or previous.kind is not RouteKind.IGNORE):
+            log.info(
+                "%s: peer %s: table %r ignored: %s", self.section.name, self.peer.name,  # type: ignore[union-attr]
+                definition.name.decode("utf-8", "backslashreplace"), route.reason,
+            )
+
+    def _established(self) -> None:
+        session = self.session
+        assert session is not None
+        self.peer = self.section.peer(session.peer_name)  # type: ignore[arg-type]
+        self.server.link_established(self)
+        log.info(
+            "%s: session with peer %s (%s) established, protocol %d.%d",
+            self.section.name, self.peer.name, self.address, *session.version,  # type: ignore[union-attr]
+        )
+        # A restarted aggregator has nothing: ask every peer for a full copy
+        # at every new session (DESIGN.md §3.5).
+        session.request_resync(time.monotonic())
+
+    def _closed(self, event: Closed) -> None:
+        name = self.session.peer_name if self.session else None
+        if event.status is not None and self.role is Role.CONNECTING and event.status == 502 and self.peer:
+            self.server.downgraded[(self.section.name, self.peer.name)] = True
+        log.log(
+            logging.WARNING if event.error is not None or event.status not in (None, 200) else logging.INFO,
+            "%s: session with peer %s (%s) closed: %s", self.section.name, name or "?", self.address, event.reason,
+        )
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- sending ----------------------------------------------------------------------
+
+    def flush(self) -> None:
+        if self.session is not None and self.transport is not None and not self.transport.closed:
+            data = self.session.data_to_send()
+            if data:
+                self.transport.write(data)
+
+    def is_established(self) -> bool:
+        return self.session is not None and self.session.state.value == "established"
+
+    def push(self, table: AggTable, changed: list, now: int) -> None:
+        if self.transport is None or self.transport.above_high_water():
+            self.backlog.setdefault(table.name, set()).update(k for k, _, _ in changed)
+            return
+        self.server.stats_updates_out += self.section.push(self.session, table, changed, now)  # type: ignore[arg-type]
+        self.flush()
+
+    def drain_backlog(self) -> None:
+        if not self.backlog or not self.is_established():
+            return
+        backlog, self.backlog = self.backlog, {}
+        now = now_ms()
+        for name, keys in backlog.items():
+            table = self.section.tables.get(name)
+            if table is None:
+                continue
+            changed = []
+            for key in keys:
+                found = table.lookup(key)
+                if found is not None:
+                    changed.append((key, found[0], found[1]))
+            self.push(table, changed, now)
+
+    def poll(self, now: float) -> None:
+        if self.session is not None:
+            events = self.session.poll(now)
+            if events or self.session.has_data_to_send():
+                self.handle(events)
+
+
+class Server:
+    """Everything the daemon runs, wired on one reactor."""
+
+    def __init__(self, config: Config, reactor: Reactor, *, workers: int = 1, cli_factory: Callable | None = None) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.sections = [Section(s) for s in config.aggregations]
+        self.links: set[PeerLink] = set()
+        self.established: dict[tuple[str, str], PeerLink] = {}
+        self.downgraded: dict[tuple[str, str], bool] = {}
+        self.listeners: list[Listener] = []
+        self.workers = Workers(workers, self._wake_for_push)
+        self._push_pending = False
+        self._cli_factory = cli_factory
+        self._connecting: dict[tuple[str, str], object] = {}
+        self._stopping = False
+        self.started_at = time.time()
+        self.stats_updates_in = 0
+        self.stats_updates_out = 0
+
+    # -- start / stop -------------------------------------------------------------------
+
+    def bind(self) -> None:
+        """Open every listening socket (before privileges are dropped)."""
+        for section in self.sections:
+            address = section.local.address
+            self.listeners.append(
+                Listener(self.reactor, (address.host, address.port), self._acceptor(section))
+            )
+        if self._cli_factory is not None:
+            for stats in self.config.global_.stats_sockets:
+                where = stats.path if stats.path is not None else (stats.address.host, stats.address.port)
+                mode = stats.mode if stats.mode is not None else 0o600
+                self.listeners.append(Listener(self.reactor, where, self._cli_acceptor(), unix_mode=mode))
+
+    def start(self) -> None:
+        self.workers.start()
+        self.reactor.call_later(SESSION_TICK, self._session_tick)
+        self.reactor.call_later(REFRESH_TICK, self._refresh_tick)
+        for section in self.sections:
+            for peer in section.config.up_peers:
+                self._dial(section, peer)
+
+    def stop(self) -> None:
+        self._stopping = True
+        for listener in self.listeners:
+            listener.close()
+        for link in list(self.links):
+            if link.transport is not None:
+                link.transport.abort()
+        for pending in self._connecting.values():
+            pending.cancel()  # type: ignore[attr-defined]
+        self.workers.stop()
+
+    # -- accepting and dialing ----------------------------------------------------------
+
+    def _acceptor(self, section: Section) -> Callable:
+        def on_accept(sock: socket.socket, address: object) -> None:
+            StreamTransport(self.reactor, sock, PeerLink(self, section, Role.ACCEPTING))
+        return on_accept
+
+    def _cli_acceptor(self) -> Callable:
+        def on_accept(sock: socket.socket, address: object) -> None:
+            StreamTransport(self.reactor, sock, self._cli_factory(self))  # type: ignore[misc]
+        return on_accept
+
+    def _dial(self, section: Section, peer: Peer) -> None:
+        if self._stopping:
+            return
+        key = (section.name, peer.name)
+        source = self.config.global_.source
+        def connected(sock: socket.socket) -> None:
+            self._connecting.pop(key, None)
+            StreamTransport(self.reactor, sock, PeerLink(self, section, Role.CONNECTING, peer))
+        def failed(exc: Exception) -> None:
+            self._connecting.pop(key, None)
+            log.info("%s: cannot connect to peer %s (%s): %s", section.name, peer.name, peer.address, exc)
+            self._redial_later(section, peer)
+        self._connecting[key] = connect(
+            self.reactor, (peer.address.host, peer.address.port), connected, failed,
+            source=(source.host, source.port) if source is not None else None,
+        )
+
+    def _redial_later(self, section: Section, peer: Peer) -> None:
+        delay = RECONNECT_DELAY + random.random() * RECONNECT_JITTER
+        self.reactor.call_later(delay, self._dial, section, peer)
+
+    # -- link bookkeeping -----------------------------------------------------------------
+
+    def link_established(self, link: PeerLink) -> None:
+        key = (link.section.name, link.peer.name)  # type: ignore[union-attr]
+        old = self.established.get(key)
+        if old is not None and old is not link:
+            # The newest hello wins (HAProxy's rule): drop the older session.
+            log.info("%s: peer %s reconnected; closing its previous session", *key)
+            if old.session is not None:
+                old.session.close("replaced by a newer session")
+            if old.transport is not None:
+                old.transport.abort()
+        self.established[key] = link
+
+    def link_lost(self, link: PeerLink, exc: Exception | None) -> None:
+        self.links.discard(link)
+        if link.session is not None and link.session.state.value != "closed":
+            link.session.close(f"connection lost: {exc}" if exc else "connection lost")
+            log.info("%s: session with peer %s (%s) lost%s", link.section.name, link.session.peer_name or "?",
+                     link.address, f": {exc}" if exc else "")
+        if link.peer is not None:
+            key = (link.section.name, link.peer.name)
+            if self.established.get(key) is link:
+                del self.established[key]
+            if link.role is Role.CONNECTING:
+                self._redial_later(link.section, link.peer)
+
+    # -- timers and pushes -------------------------------------------------------------------
+
+    def _session_tick(self) -> None:
+        now = time.monotonic()
+        for link in list(self.links):
+            link.poll(now)
+        self.reactor.call_later(SESSION_TICK, self._session_tick)
+
+    def _refresh_tick(self) -> None:
+        now = now_ms()
+        for section in self.sections:
+            for table in list(section.tables.values()):
+                self.workers.submit_refresh(table, now)
+        self.reactor.call_later(REFRESH_TICK, self._refresh_tick)
+
+    def _wake_for_push(self) -> None:
+        """Called by worker threads: schedule one push round in the loop."""
+        self.reactor.call_soon_threadsafe(self._schedule_push)
+
+    def _schedule_push(self) -> None:
+        if not self._push_pending:
+            self._push_pending = True
+            self.reactor.call_soon(self.push_round)
+
+    def push_round(self) -> None:
+        self._push_pending = False
+        now = now_ms()
+        for section in self.sections:
+            links = [l for (name, _), l in self.established.items() if name == section.name and l.is_established()]
+            for table in list(section.tables.values()):
+                changed = []
+                for stripe in range(len(table.stripes)):
+                    changed += table.take_dirty(stripe)
+                if not changed:
+                    continue
+                for link in links:
+                    if table in section.tables_for(link.peer):  # type: ignore[arg-type]
+                        link.push(table, changed, now)
+
+
+def _format_address(address: object) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address or "unix")

@@ -1,0 +1,273 @@
+"""Real processes for end-to-end tests: HAProxy nodes and the aggregator, on loopback.
+
+Every test bed gets its own loopback address (127.x.y.z, chosen at random),
+so the fixed port numbers below never clash with another test or another
+program. Waiting is always polling with a deadline, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENTRY = ROOT / "hapee_stktagg.py"
+HAPROXY26 = shutil.which("haproxy") or "/usr/sbin/haproxy"
+HAPROXY28 = os.environ.get("STKTAGG_HAPROXY28", "")
+DEFAULT_TIMEOUT = 15.0
+
+
+def haproxy_binaries() -> list[tuple[str, str]]:
+    """(version label, path) of each HAProxy installed for the tests."""
+    found = []
+    if Path(HAPROXY26).exists():
+        found.append(("2.6", HAPROXY26))
+    if HAPROXY28 and Path(HAPROXY28).exists():
+        found.append(("2.8", HAPROXY28))
+    return found
+
+
+def fresh_loopback() -> str:
+    """A loopback address no other test bed uses (127.0.0.0/8 is all ours on Linux)."""
+    return f"127.{random.randint(16, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"
+
+
+def wait_for(predicate, timeout: float = DEFAULT_TIMEOUT, interval: float = 0.05, what: str = "condition"):
+    """Poll ``predicate`` until it returns a true value; return that value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)  # polling interval, not synchronisation: the deadline decides
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
+
+
+def unix_query(path: str | Path, command: str, timeout: float = 5.0) -> str:
+    """Send one command to a stats socket (HAProxy's or ours), return the answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(command.encode() + b"\n")
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+def can_query(path: Path) -> bool:
+    try:
+        unix_query(path, "help", timeout=1.0)
+        return True
+    except OSError:
+        return False
+
+
+_ENTRY_RE = re.compile(r"^0x[0-9a-f]+: key=(\S+) (.*)$")
+
+
+def parse_haproxy_table(text: str) -> dict[str, dict[str, str]]:
+    """HAProxy's ``show table`` output -> {key: {data name: value}}."""
+    entries = {}
+    for line in text.splitlines():
+        match = _ENTRY_RE.match(line.strip())
+        if match:
+            fields = dict(item.split("=", 1) for item in match.group(2).split() if "=" in item)
+            entries[match.group(1)] = fields
+    return entries
+
+
+@dataclass
+class TableSpec:
+    """One stick table pair on every node: ``<name>.local`` (tracked) and ``<name>.aggr``."""
+
+    name: str = "mytable"
+    type: str = "string len 32"
+    store: str = "http_req_cnt,http_req_rate(10s)"
+    header: str = "x-key"  #: the request header whose value is the key
+    fetch: str = "req.hdr(x-key)"  #: the sample fetch that reads it
+    expire: str = "1h"
+    local_suffix: str = ".local"
+    aggr_suffixes: tuple[str, ...] = (".aggr",)
+
+
+@dataclass
+class HaproxyNode:
+    name: str
+    binary: str
+    address: str
+    http_port: int
+    peer_port: int
+    workdir: Path
+    tables: list[TableSpec]
+    aggregators: list[tuple[str, str, int]]  #: (peer name, address, port)
+    extra_frontend: list[str] = field(default_factory=list)
+    process: subprocess.Popen | None = None
+
+    @property
+    def socket_path(self) -> Path:
+        return self.workdir / f"hap-{self.name}.sock"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"hap-{self.name}.log"
+
+    def config_text(self) -> str:
+        lines = [
+            "global",
+            f"    localpeer {self.name}",
+            f"    stats socket {self.socket_path} mode 600 level admin",
+            "    nbthread 1",
+            "defaults",
+            "    mode http",
+            "    timeout connect 5s",
+            "    timeout client 30s",
+            "    timeout server 30s",
+            "frontend fe",
+            f"    bind {self.address}:{self.http_port}",
+        ]
+        # HAProxy 2.6 has 3 sticky counters: every table is tracked through
+        # sc0, the header a request carries choosing the table.
+        for table in self.tables:
+            lines.append(
+                f"    http-request track-sc0 {table.fetch} table {table.name}{table.local_suffix}"
+                f" if {{ req.hdr({table.header}) -m found }}"
+            )
+        lines += [f"    {line}" for line in self.extra_frontend]
+        lines.append('    http-request return status 200 content-type text/plain string "ok"')
+        for table in self.tables:
+            for suffix in (table.local_suffix, *table.aggr_suffixes):
+                lines.append(f"backend {table.name}{suffix}")
+                lines.append(
+                    f"    stick-table type {table.type} size 100k expire {table.expire}"
+                    f" store {table.store} peers mypeers"
+                )
+        lines += ["peers mypeers", f"    peer {self.name} {self.address}:{self.peer_port}"]
+        lines += [f"    peer {name} {addr}:{port}" for name, addr, port in self.aggregators]
+        return "\n".join(lines) + "\n"
+
+    def start(self) -> None:
+        cfg = self.workdir / f"hap-{self.name}.cfg"
+        cfg.write_text(self.config_text())
+        if self.socket_path.exists():
+            self.socket_path.unlink()
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([self.binary, "-db", "-f", str(cfg)], stdout=log, stderr=log)
+        log.close()
+        wait_for(lambda: self._alive_or_fail() and can_query(self.socket_path), what=f"HAProxy {self.name} to start")
+
+    def _alive_or_fail(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"HAProxy {self.name} exited: {self.log_path.read_text()[-2000:]}")
+        return True
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def request(self, headers: dict[str, str], body: bytes | None = None) -> int:
+        conn = http.client.HTTPConnection(self.address, self.http_port, timeout=5)
+        try:
+            conn.request("POST" if body else "GET", "/", body=body, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            return response.status
+        finally:
+            conn.close()
+
+    def cli(self, command: str) -> str:
+        return unix_query(self.socket_path, command)
+
+    def table(self, name: str) -> dict[str, dict[str, str]]:
+        return parse_haproxy_table(self.cli(f"show table {name}"))
+
+
+@dataclass
+class Aggregator:
+    workdir: Path
+    config: str
+    name: str = "aggr"
+    process: subprocess.Popen | None = None
+
+    @property
+    def socket_path(self) -> Path:
+        return self.workdir / f"{self.name}.sock"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / f"{self.name}.cfg"
+
+    def start(self, *extra: str) -> None:
+        self.config_path.write_text(self.config)
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, str(ENTRY), "-d", "-f", str(self.config_path), *extra],
+            stdout=log, stderr=log, cwd=ROOT,
+        )
+        log.close()
+        wait_for(lambda: self._alive_or_fail() and can_query(self.socket_path), what="the aggregator to start")
+
+    def _alive_or_fail(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"aggregator exited {self.process.returncode}: {self.log_path.read_text()[-3000:]}")
+        return True
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        code = None
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                code = self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                code = self.process.wait()
+        self.process = None
+        return code
+
+    def cli(self, command: str) -> str:
+        return unix_query(self.socket_path, command)
+
+
+def aggregator_config(workdir: Path, address: str, port: int, nodes: list[HaproxyNode],
+                      rule: str = "from .local to .aggr", name: str = "AGGR", section: str = "agg",
+                      extra_peers: list[str] = (), socket_name: str = "aggr") -> str:
+    lines = ["global", f"    stats socket {workdir / (socket_name + '.sock')}", "", f"aggregations {section}"]
+    lines.append(f"    peer {name} {address}:{port} local")
+    lines += [f"    peer {n.name} {n.address}:{n.peer_port}" for n in nodes]
+    lines += [f"    {line}" for line in extra_peers]
+    lines.append(f"    {rule}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_aggr_table(text: str) -> dict[str, dict[str, str]]:
+    """The aggregator's ``show table`` -> {key: {name: value}} for the aggregate lines."""
+    entries = {}
+    for line in text.splitlines():
+        if line.startswith("key="):
+            words = line.split()
+            entries[words[0][4:]] = dict(w.split("=", 1) for w in words[1:] if "=" in w)
+    return entries
