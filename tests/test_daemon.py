@@ -1,0 +1,88 @@
+"""The command line: -h -v -c -f, errors and exit codes, clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+from harness import ENTRY, ROOT, Aggregator, fresh_loopback, wait_for
+
+VALID = """\
+global
+    stats socket {sock}
+aggregations agg
+    peer AGGR {addr}:11100 local
+    peer A {addr}:11001
+    from .local to .aggr
+"""
+
+
+def run(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ENTRY), *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def test_help_lists_every_option():
+    out = run("-h")
+    assert out.returncode == 0
+    for option in ("-f <cfgfile>", "-d", "-D", "-u <uid>", "-g <gid>", "-c", "-v", "-h"):
+        assert option in out.stdout
+
+
+def test_version():
+    out = run("-v")
+    assert out.returncode == 0 and out.stdout.startswith("hapee-stktagg version ")
+
+
+def test_missing_config_option_is_a_usage_error():
+    out = run("-d")
+    assert out.returncode == 2 and "-f <cfgfile> is mandatory" in out.stderr
+
+
+def test_unknown_option_is_a_usage_error():
+    out = run("-x")
+    assert out.returncode == 2 and "Usage:" in out.stderr
+
+
+def test_check_accepts_a_valid_file(tmp_path):
+    cfg = tmp_path / "ok.cfg"
+    cfg.write_text(VALID.format(sock=tmp_path / "s.sock", addr="127.0.0.1"))
+    out = run("-c", "-f", str(cfg))
+    assert out.returncode == 0 and "valid" in out.stdout
+
+
+def test_check_reports_file_line_column_and_fails(tmp_path):
+    cfg = tmp_path / "bad.cfg"
+    cfg.write_text(VALID.format(sock=tmp_path / "s.sock", addr="127.0.0.1").replace("peer A ", "peer A lcoal "))
+    out = run("-c", "-f", str(cfg))
+    assert out.returncode == 1
+    assert out.stderr.startswith(f"{cfg}:5:12: ")
+
+
+def test_config_error_stops_startup_without_check_flag(tmp_path):
+    cfg = tmp_path / "bad.cfg"
+    cfg.write_text("aggregations agg\n    frm any to .aggr\n")
+    out = run("-d", "-f", str(cfg))
+    assert out.returncode == 1 and out.stderr.startswith(f"{cfg}:2:5: ")
+
+
+def test_sigterm_stops_cleanly(tmp_path):
+    addr = fresh_loopback()
+    aggr = Aggregator(tmp_path, VALID.format(sock=tmp_path / "aggr.sock", addr=addr))
+    aggr.start()
+    assert "aggregations agg" in aggr.cli("show aggrs")
+    assert aggr.stop(signal.SIGTERM) == 0
+    assert "stopped" in aggr.log_path.read_text()
+
+
+def test_port_already_in_use_is_reported(tmp_path):
+    addr = fresh_loopback()
+    first = Aggregator(tmp_path, VALID.format(sock=tmp_path / "aggr.sock", addr=addr))
+    first.start()
+    try:
+        cfg = tmp_path / "second.cfg"
+        cfg.write_text(VALID.format(sock=tmp_path / "second.sock", addr=addr))
+        out = run("-d", "-f", str(cfg))
+        assert out.returncode == 3 and "cannot bind" in out.stderr
+    finally:
+        first.stop()
