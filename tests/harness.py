@@ -77,6 +77,32 @@ def can_query(path: Path) -> bool:
         return False
 
 
+def spawn(argv: list[str], log_path: Path, socket_path: Path, what: str, **popen) -> subprocess.Popen:
+    """Start a process logging to ``log_path``; wait until its stats socket answers."""
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=log, **popen)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"{what} exited {process.returncode}: {log_path.read_text()[-3000:]}")
+        return can_query(socket_path)
+
+    wait_for(ready, what=f"{what} to start")
+    return process
+
+
+def stop_process(process: subprocess.Popen | None, sig: int = signal.SIGTERM) -> int | None:
+    """Signal a process and reap it (killed if it does not stop within 10 s); its exit code."""
+    if process is None or process.poll() is not None:
+        return None
+    process.send_signal(sig)
+    try:
+        return process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
 _ENTRY_RE = re.compile(r"^0x[0-9a-f]+: key=(\S+) (.*)$")
 
 
@@ -165,24 +191,10 @@ class HaproxyNode:
         cfg.write_text(self.config_text())
         if self.socket_path.exists():
             self.socket_path.unlink()
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([self.binary, "-db", "-f", str(cfg)], stdout=log, stderr=log)
-        log.close()
-        wait_for(lambda: self._alive_or_fail() and can_query(self.socket_path), what=f"HAProxy {self.name} to start")
-
-    def _alive_or_fail(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            raise AssertionError(f"HAProxy {self.name} exited: {self.log_path.read_text()[-2000:]}")
-        return True
+        self.process = spawn([self.binary, "-db", "-f", str(cfg)], self.log_path, self.socket_path, f"HAProxy {self.name}")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, sig)
         self.process = None
 
     def request(self, headers: dict[str, str], body: bytes | None = None) -> int:
@@ -223,28 +235,11 @@ class Aggregator:
 
     def start(self, *extra: str) -> None:
         self.config_path.write_text(self.config)
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, str(ENTRY), "-d", "-f", str(self.config_path), *extra],
-            stdout=log, stderr=log, cwd=ROOT,
-        )
-        log.close()
-        wait_for(lambda: self._alive_or_fail() and can_query(self.socket_path), what="the aggregator to start")
-
-    def _alive_or_fail(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            raise AssertionError(f"aggregator exited {self.process.returncode}: {self.log_path.read_text()[-3000:]}")
-        return True
+        argv = [sys.executable, str(ENTRY), "-d", "-f", str(self.config_path), *extra]
+        self.process = spawn(argv, self.log_path, self.socket_path, "the aggregator", cwd=ROOT)
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
-        code = None
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                code = self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                code = self.process.wait()
+        code = stop_process(self.process, sig)
         self.process = None
         return code
 

@@ -86,3 +86,25 @@ def test_port_already_in_use_is_reported(tmp_path):
         assert out.returncode == 3 and "cannot bind" in out.stderr
     finally:
         first.stop()
+
+
+def test_stats_socket_on_tcp_answers_and_unix_socket_is_private(tmp_path):
+    import socket
+    import stat
+
+    addr = fresh_loopback()
+    config = VALID.format(sock=tmp_path / "aggr.sock", addr=addr).replace(
+        "global\n", f"global\n    stats socket {addr}:11111\n"
+    )
+    aggr = Aggregator(tmp_path, config)
+    aggr.start()
+    try:
+        assert stat.S_IMODE((tmp_path / "aggr.sock").stat().st_mode) == 0o600
+        with socket.create_connection((addr, 11111), timeout=5) as sock:
+            sock.sendall(b"show aggrs\n")
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+        assert answer.decode().startswith("aggregations agg\n")
+    finally:
+        aggr.stop()

@@ -37,15 +37,7 @@ from stktagg.transport import (
 TIMEOUT = 5.0
 
 
-def open_fd_count() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture(autouse=True)
-def no_fd_leak() -> Iterator[None]:
-    before = open_fd_count()
-    yield
-    assert open_fd_count() == before, "the test leaked file descriptors"
+pytestmark = pytest.mark.usefixtures("no_fd_leak")
 
 
 # -- helpers ------------------------------------------------------------------------
