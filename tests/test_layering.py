@@ -19,9 +19,16 @@ ALLOWED = {
     "handshake": {"errors"},
     "session": {"errors", "codec", "schema", "wire", "handshake"},
     "config": {"errors"},
+    "datatypes": {"schema"},
+    "table": {"datatypes", "schema", "wire"},
+    "aggregation": {"config", "schema", "session", "table", "wire"},
+    "workers": {"table"},
+    "cli": {"datatypes", "schema", "table"},
+    "loop": {"errors"},
+    "transport": {"errors"},
 }
 #: The protocol core is sans-IO: no sockets, TLS, selectors, threads or clock.
-SANS_IO = {"codec", "schema", "wire", "handshake", "session"}
+SANS_IO = {"codec", "schema", "wire", "handshake", "session", "datatypes", "aggregation"}
 IO_MODULES = {"socket", "ssl", "selectors", "threading", "time", "select", "asyncio"}
 
 
