@@ -30,6 +30,7 @@ from .config import Config, Peer, PeerRole
 from .loop import Reactor
 from .schema import KeyType
 from .session import (
+    HANDSHAKE_TIMEOUT,
     AckReceived,
     Closed,
     Established,
@@ -61,12 +62,24 @@ def now_ms() -> int:
     return int(time.monotonic() * 1000)
 
 
-class PeerLink:
-    """One connection to one peer: transport protocol around a PeerSession."""
+#: Bytes of hello read, at most, to find which section a connection is for.
+HELLO_SNIFF_LIMIT = 1024
 
-    def __init__(self, server: "Server", section: Section, role: Role, peer: Peer | None = None) -> None:
+
+class PeerLink:
+    """One connection to one peer: transport protocol around a PeerSession.
+
+    An accepted connection may be for any section listening on that address:
+    the hello's second line (the name the caller has for us) picks the
+    section before its session is made; no match goes to the first section,
+    whose session answers 503.
+    """
+
+    def __init__(self, server: "Server", sections: list[Section] | Section, role: Role, peer: Peer | None = None) -> None:
         self.server = server
-        self.section = section
+        self.candidates = sections if isinstance(sections, list) else [sections]
+        self.section = self.candidates[0]
+        self._sniffed = bytearray()
         self.role = role
         self.peer = peer
         self.transport: StreamTransport | None = None
@@ -82,22 +95,41 @@ class PeerLink:
         self.transport = transport
         peername = transport.peername
         self.address = _format_address(peername)
-        now = time.monotonic()
-        local = self.section.local.name
-        if self.role is Role.ACCEPTING:
-            self.session = PeerSession(Role.ACCEPTING, local, now, is_declared=self._is_declared)
-        else:
+        self.server.links.add(self)
+        self._accepted_at = time.monotonic()
+        if self.role is Role.CONNECTING:
             assert self.peer is not None
             self.session = PeerSession(
-                Role.CONNECTING, local, now, remote_name=self.peer.name, pid=os.getpid(),
-                downgraded=self.server.downgraded.get((self.section.name, self.peer.name), False),
+                Role.CONNECTING, self.section.local.name, time.monotonic(), remote_name=self.peer.name,
+                pid=os.getpid(), downgraded=self.server.downgraded.get((self.section.name, self.peer.name), False),
             )
-        self.server.links.add(self)
-        self.flush()
+            self.flush()
+        elif len(self.candidates) == 1:
+            self._start_accepting(self.section)
+
+    def _start_accepting(self, section: Section) -> None:
+        self.section = section
+        self.session = PeerSession(Role.ACCEPTING, section.local.name, time.monotonic(), is_declared=self._is_declared)
+
+    def _sniff(self, data: bytes) -> bytes | None:
+        """Buffer the hello until its second line names a section; then start that section's session."""
+        self._sniffed += data
+        lines = bytes(self._sniffed).split(b"\n")
+        if len(lines) < 3 and len(self._sniffed) < HELLO_SNIFF_LIMIT:
+            return None
+        callee = lines[1].rstrip(b"\r").decode("utf-8", "surrogateescape") if len(lines) > 1 else ""
+        section = next((c for c in self.candidates if c.local.name == callee), self.candidates[0])
+        self._start_accepting(section)
+        data, self._sniffed = bytes(self._sniffed), bytearray()
+        return data
 
     def data_received(self, data: bytes) -> None:
-        if self.session is not None:
-            self.handle(self.session.receive_data(data, time.monotonic()))
+        if self.session is None:
+            sniffed = self._sniff(data)
+            if sniffed is None:
+                return
+            data = sniffed
+        self.handle(self.session.receive_data(data, time.monotonic()))  # type: ignore[union-attr]
 
     def eof_received(self) -> None:
         if self.session is not None:
@@ -229,6 +261,12 @@ class PeerLink:
             self.push(table, changed, now)
 
     def poll(self, now: float) -> None:
+        if self.session is None:
+            # Still waiting for the hello that picks the section: same deadline as a handshake.
+            if now - self._accepted_at >= HANDSHAKE_TIMEOUT and self.transport is not None:
+                log.info("connection from %s closed: no hello within %g s", self.address, HANDSHAKE_TIMEOUT)
+                self.transport.abort()
+            return
         if self.session is not None:
             events = self.session.poll(now)
             if events or self.session.has_data_to_send():
@@ -259,11 +297,12 @@ class Server:
 
     def bind(self) -> None:
         """Open every listening socket (before privileges are dropped)."""
+        by_address: dict[tuple[str, int], list[Section]] = {}
         for section in self.sections:
             address = section.local.address
-            self.listeners.append(
-                Listener(self.reactor, (address.host, address.port), self._acceptor(section))
-            )
+            by_address.setdefault((address.host, address.port), []).append(section)
+        for address, sections in by_address.items():
+            self.listeners.append(Listener(self.reactor, address, self._acceptor(sections)))
         if self._cli_factory is not None:
             for stats in self.config.global_.stats_sockets:
                 where = stats.path if stats.path is not None else (stats.address.host, stats.address.port)
@@ -291,9 +330,9 @@ class Server:
 
     # -- accepting and dialing ----------------------------------------------------------
 
-    def _acceptor(self, section: Section) -> Callable:
+    def _acceptor(self, sections: list[Section]) -> Callable:
         def on_accept(sock: socket.socket, address: object) -> None:
-            StreamTransport(self.reactor, sock, PeerLink(self, section, Role.ACCEPTING))
+            StreamTransport(self.reactor, sock, PeerLink(self, sections, Role.ACCEPTING))
         return on_accept
 
     def _cli_acceptor(self) -> Callable:

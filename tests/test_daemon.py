@@ -108,3 +108,21 @@ def test_stats_socket_on_tcp_answers_and_unix_socket_is_private(tmp_path):
         assert answer.decode().startswith("aggregations agg\n")
     finally:
         aggr.stop()
+
+
+def test_connection_without_hello_on_a_shared_port_is_closed(tmp_path):
+    import socket
+
+    addr = fresh_loopback()
+    two_sections = VALID.format(sock=tmp_path / "aggr.sock", addr=addr) + (
+        f"aggregations other\n    peer OTHER {addr}:11100 local\n    peer B {addr}:11002\n    from .local to .aggr\n"
+    )
+    aggr = Aggregator(tmp_path, two_sections)
+    aggr.start()
+    try:
+        with socket.create_connection((addr, 11100), timeout=10) as sock:
+            sock.sendall(b"HAProxyS 2.1\n")  # never finishes its hello
+            assert sock.recv(100) == b""  # closed by the aggregator, no status
+        assert "no hello within" in aggr.log_path.read_text()
+    finally:
+        aggr.stop()
