@@ -17,10 +17,11 @@ import sys
 
 from . import __version__
 from .cli import CliConnection
-from .config import Config, check_cpus, check_files, load
+from .config import Config, check_cpus, check_files, config_error, load
 from .errors import ConfigError
 from .loop import Reactor
 from .server import Server
+from .tls import section_contexts
 
 log = logging.getLogger("stktagg")
 
@@ -70,6 +71,13 @@ def load_checked(path: str) -> Config:
         raise errors[0]
     if config.global_.cpu_map:
         check_cpus(config, set(os.sched_getaffinity(0)))
+    listeners: dict[tuple[str, int], bool] = {}
+    for section in config.aggregations:
+        section_contexts(section)  # loads every certificate and CA now, errors at their line
+        local = section.local_peer
+        where = (local.address.host, local.address.port)
+        if listeners.setdefault(where, local.ssl) != local.ssl:
+            raise config_error(local.position, f"sections listening on {local.address} disagree on 'ssl'")
     return config
 
 

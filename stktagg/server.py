@@ -43,6 +43,7 @@ from .session import (
     UpdateReceived,
 )
 from .table import AggTable
+from .tls import TLSLayer, section_contexts
 from .transport import Listener, StreamTransport, connect
 from .workers import Workers
 
@@ -75,8 +76,10 @@ class PeerLink:
     whose session answers 503.
     """
 
-    def __init__(self, server: "Server", sections: list[Section] | Section, role: Role, peer: Peer | None = None) -> None:
+    def __init__(self, server: "Server", sections: list[Section] | Section, role: Role, peer: Peer | None = None,
+                 *, address: str = "", tls: bool = False) -> None:
         self.server = server
+        self.tls = tls
         self.candidates = sections if isinstance(sections, list) else [sections]
         self.section = self.candidates[0]
         self._sniffed = bytearray()
@@ -87,14 +90,13 @@ class PeerLink:
         self.routes: dict[int, Route] = {}
         self.backlog: dict[bytes, set[bytes]] = {}
         self.synced = False  #: the peer taught us after our resync request
-        self.address = ""
+        self.address = address
 
     # -- transport protocol ---------------------------------------------------------
 
     def connection_made(self, transport: StreamTransport) -> None:
         self.transport = transport
-        peername = transport.peername
-        self.address = _format_address(peername)
+        self.address = _format_address(transport.peername)
         self.server.links.add(self)
         self._accepted_at = time.monotonic()
         if self.role is Role.CONNECTING:
@@ -280,6 +282,7 @@ class Server:
         self.config = config
         self.reactor = reactor
         self.sections = [Section(s) for s in config.aggregations]
+        self.tls = {s.name: section_contexts(s) for s in config.aggregations}
         self.links: set[PeerLink] = set()
         self.established: dict[tuple[str, str], PeerLink] = {}
         self.downgraded: dict[tuple[str, str], bool] = {}
@@ -331,9 +334,30 @@ class Server:
     # -- accepting and dialing ----------------------------------------------------------
 
     def _acceptor(self, sections: list[Section]) -> Callable:
+        context = self.tls[sections[0].name].server
         def on_accept(sock: socket.socket, address: object) -> None:
-            StreamTransport(self.reactor, sock, PeerLink(self, sections, Role.ACCEPTING))
+            layer = TLSLayer(context, server_side=True) if context is not None else None
+            link = PeerLink(self, sections, Role.ACCEPTING, address=_format_address(address), tls=layer is not None)
+            self._start_transport(sock, link, layer)
         return on_accept
+
+    def _start_transport(self, sock: socket.socket, link: PeerLink, layer: TLSLayer | None) -> None:
+        transport = StreamTransport(self.reactor, sock, link, layer=layer)
+        if layer is not None:
+            # connection_made only comes once TLS is up: bound the handshake here.
+            def expire() -> None:
+                if link.transport is None and not transport.closed:
+                    transport.abort()
+            self.reactor.call_later(HANDSHAKE_TIMEOUT, expire)
+
+    def _guess_peer(self, link: PeerLink) -> str:
+        """The declared peer whose address matches a connection's source, for logs."""
+        host = link.address.rsplit(":", 1)[0].strip("[]")
+        for section in link.candidates:
+            for peer in section.remote_peers:
+                if peer.address.host == host:
+                    return f"{peer.name}?"
+        return "?"
 
     def _cli_acceptor(self) -> Callable:
         def on_accept(sock: socket.socket, address: object) -> None:
@@ -345,9 +369,12 @@ class Server:
             return
         key = (section.name, peer.name)
         source = self.config.global_.source
+        context = self.tls[section.name].clients.get(peer.name)
         def connected(sock: socket.socket) -> None:
             self._connecting.pop(key, None)
-            StreamTransport(self.reactor, sock, PeerLink(self, section, Role.CONNECTING, peer))
+            layer = TLSLayer(context, server_side=False) if context is not None else None
+            link = PeerLink(self, section, Role.CONNECTING, peer, address=str(peer.address), tls=layer is not None)
+            self._start_transport(sock, link, layer)
         def failed(exc: Exception) -> None:
             self._connecting.pop(key, None)
             log.info("%s: cannot connect to peer %s (%s): %s", section.name, peer.name, peer.address, exc)
@@ -376,6 +403,14 @@ class Server:
         self.established[key] = link
 
     def link_lost(self, link: PeerLink, exc: Exception | None) -> None:
+        if link.transport is None:
+            # Never got as far as connection_made: the TLS handshake failed or timed out.
+            name = link.peer.name if link.peer is not None else self._guess_peer(link)
+            log.warning("%s: TLS handshake with peer %s (%s) failed: %s",
+                        link.section.name, name, link.address, exc or "timeout")
+            if link.role is Role.CONNECTING and link.peer is not None:
+                self._redial_later(link.section, link.peer)
+            return
         self.links.discard(link)
         if link.session is not None and link.session.state.value != "closed":
             link.session.close(f"connection lost: {exc}" if exc else "connection lost")

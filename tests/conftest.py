@@ -18,3 +18,11 @@ def no_fd_leak() -> Iterator[None]:
     before = open_fd_count()
     yield
     assert open_fd_count() == before, "the test leaked file descriptors"
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """Certificates for TLS tests: CAs 'ca' and 'rogue-ca', leaves made on demand."""
+    from pki import PKI
+
+    return PKI(tmp_path_factory.mktemp("pki"))

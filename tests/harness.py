@@ -142,6 +142,9 @@ class HaproxyNode:
     tables: list[TableSpec]
     aggregators: list[tuple[str, str, int]]  #: (peer name, address, port)
     extra_frontend: list[str] = field(default_factory=list)
+    #: options for the aggregator's line (e.g. "ssl crt c.pem ca-file ca.pem verify required"):
+    #: when set, the peers section uses the bind + server form that TLS needs in HAProxy 2.6.
+    peer_tls: str | None = None
     process: subprocess.Popen | None = None
 
     @property
@@ -182,8 +185,14 @@ class HaproxyNode:
                     f"    stick-table type {table.type} size 100k expire {table.expire}"
                     f" store {table.store} peers mypeers"
                 )
-        lines += ["peers mypeers", f"    peer {self.name} {self.address}:{self.peer_port}"]
-        lines += [f"    peer {name} {addr}:{port}" for name, addr, port in self.aggregators]
+        if self.peer_tls is None:
+            lines += ["peers mypeers", f"    peer {self.name} {self.address}:{self.peer_port}"]
+            lines += [f"    peer {name} {addr}:{port}" for name, addr, port in self.aggregators]
+        else:
+            lines += ["peers mypeers", f"    bind {self.address}:{self.peer_port}", f"    server {self.name}"]
+            # Dial from our own address, as a node in production does.
+            lines += [f"    server {name} {addr}:{port} {self.peer_tls} source {self.address}"
+                      for name, addr, port in self.aggregators]
         return "\n".join(lines) + "\n"
 
     def start(self) -> None:
