@@ -14,8 +14,9 @@ import os
 import pwd
 import signal
 import sys
+import tempfile
 
-from . import __version__
+from . import __version__, logs
 from .cli import CliConnection
 from .config import Config, check_cpus, check_files, config_error, load
 from .errors import ConfigError
@@ -31,10 +32,11 @@ EXIT_USAGE = 2
 EXIT_RUNTIME = 3
 
 USAGE = """\
-Usage: hapee-stktagg -f <cfgfile> [-d | -D] [-u <uid>] [-g <gid>] [-c] [-v] [-h]
+Usage: hapee-stktagg -f <cfgfile> [-d | -D] [-p <pidfile>] [-u <uid>] [-g <gid>] [-c] [-v] [-h]
   -f <cfgfile>  load the configuration from this file (mandatory)
   -d            debug mode: stay in the foreground, verbose log (cancels -D)
   -D            run as a daemon (detach from the terminal)
+  -p <pidfile>  write the process id to this file (also: 'pidfile' in global)
   -u <uid>      set the user (name or number) once the sockets are bound
   -g <gid>      set the group (name or number) once the sockets are bound
   -c            check the configuration file and exit (0 valid, 1 invalid)
@@ -54,6 +56,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("-f", dest="config")
     parser.add_argument("-d", dest="debug", action="store_true")
     parser.add_argument("-D", dest="daemon", action="store_true")
+    parser.add_argument("-p", dest="pidfile")
     parser.add_argument("-u", dest="user")
     parser.add_argument("-g", dest="group")
     parser.add_argument("-c", dest="check", action="store_true")
@@ -97,37 +100,43 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"{exc}\n")
         return EXIT_CONFIG
+    for name, lookup in ((args.user or config.global_.user, _uid), (args.group or config.global_.group, _gid)):
+        try:
+            if name is not None:
+                lookup(name)
+        except KeyError:
+            sys.stderr.write(f"hapee-stktagg: unknown user or group {name!r}\n")
+            return EXIT_CONFIG
     if args.check:
         sys.stdout.write(f"Configuration file is valid: {args.config}\n")
         return EXIT_OK
-    setup_logging(args.debug)
-    return run(config, args)
+    daemon = args.daemon and not args.debug
+    logs.setup(config.global_.logs, foreground=not daemon, debug=args.debug)
+    return run(config, args, daemon)
 
 
-def setup_logging(debug: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s hapee-stktagg[%(process)d]: %(levelname)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
-
-
-def run(config: Config, args: argparse.Namespace) -> int:
+def run(config: Config, args: argparse.Namespace, daemon: bool) -> int:
     reactor = Reactor()
     server = Server(config, reactor, workers=max(1, args.workers), cli_factory=CliConnection)
     try:
         server.bind()
-    except OSError as exc:
+        chown_stats_sockets(config)
+    except (OSError, KeyError) as exc:
         log.error("cannot bind: %s", exc)
+        server.stop()
         reactor.close()
         return EXIT_RUNTIME
     if config.global_.cpu_map:
         os.sched_setaffinity(0, set(config.global_.cpu_map))
-    drop_privileges(args.user or config.global_.user, args.group or config.global_.group)
-    if args.daemon and not args.debug:
+    pidfile = args.pidfile or config.global_.pidfile
+    if daemon:
         daemonize()
+    if pidfile:
+        write_pidfile(pidfile)  # as root, like HAProxy: an unprivileged user may not write there
+    drop_privileges(args.user or config.global_.user, args.group or config.global_.group)
     for signum in (signal.SIGTERM, signal.SIGINT):
-        reactor.add_signal_handler(signum, _stop, server, reactor, signum)
+        reactor.add_signal_handler(signum, _stop, reactor, signum)
+    reactor.add_signal_handler(signal.SIGHUP, _reopen_logs)
     server.start()
     log.info("hapee-stktagg %s started: %d aggregations section(s)", __version__, len(server.sections))
     try:
@@ -135,23 +144,67 @@ def run(config: Config, args: argparse.Namespace) -> int:
     finally:
         server.stop()
         reactor.close()
+        if pidfile:
+            remove_pidfile(pidfile)
     log.info("stopped")
     return EXIT_OK
 
 
-def _stop(server: Server, reactor: Reactor, signum: int) -> None:
+def _stop(reactor: Reactor, signum: int) -> None:
     log.info("received %s, stopping", signal.Signals(signum).name)
     reactor.stop()
+
+
+def _reopen_logs() -> None:
+    logs.reopen()
+    log.info("received SIGHUP, logs reopened")
+
+
+def chown_stats_sockets(config: Config) -> None:
+    """Give unix stats sockets the owner and group of their ``user``/``group`` options."""
+    for stats in config.global_.stats_sockets:
+        if stats.path is not None and (stats.user is not None or stats.group is not None):
+            uid = _uid(stats.user) if stats.user is not None else -1
+            gid = _gid(stats.group) if stats.group is not None else -1
+            os.chown(stats.path, uid, gid)
+
+
+def write_pidfile(path: str) -> None:
+    """Write our pid atomically (temporary file + rename), as a daemon's pid file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(prefix=".hapee-stktagg-pid", dir=directory)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"{os.getpid()}\n")
+    os.chmod(temporary, 0o644)
+    os.rename(temporary, path)
+
+
+def remove_pidfile(path: str) -> None:
+    """Remove the pid file if it still holds our pid."""
+    try:
+        with open(path) as handle:
+            if handle.read().strip() == str(os.getpid()):
+                os.unlink(path)
+    except OSError:
+        pass
+
+
+def _uid(user: str) -> int:
+    return int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid
+
+
+def _gid(group: str) -> int:
+    return int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
 
 
 def drop_privileges(user: str | None, group: str | None) -> None:
     """Set the group then the user (names or numbers), after the sockets are bound."""
     if group is not None:
-        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        gid = _gid(group)
         os.setgroups([gid])
         os.setgid(gid)
     if user is not None:
-        uid = int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid
+        uid = _uid(user)
         if group is None:
             os.setgroups([])
         os.setuid(uid)
