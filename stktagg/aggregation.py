@@ -27,7 +27,7 @@ from .config import Aggregations, Peer, PeerRole
 from .schema import Field
 from .session import OutTable, PeerSession
 from .table import AggTable, TableMode
-from .wire import TableDefinition
+from .wire import TableDefinition, compile_body_encoder
 
 log = logging.getLogger(__name__)
 
@@ -135,15 +135,28 @@ class Section:
         d = table.definition
         return session.define_table(d.name, d.key_type, d.key_len, d.data_types, d.expire or 0, d.params)
 
+    @staticmethod
+    def encode_changes(table: AggTable, changed: list, now: int) -> list[tuple[bytes, int]] | None:
+        """Each changed key's update body, encoded once for every peer (None: encode per peer)."""
+        d = table.definition
+        encode = compile_body_encoder(d.key_type, d.key_len, d.data_types, d.params)
+        if encode is None:
+            return None
+        return [(encode(key, values), expire_at - now) for key, values, expire_at in changed if expire_at > now]
+
+    def push_bodies(self, session: PeerSession, table: AggTable, bodies: list, now: int) -> int:
+        session.send_bodies(self.out_table(session, table), bodies, now / 1000.0)
+        return len(bodies)
+
     def push(self, session: PeerSession, table: AggTable, changed: list, now: int) -> int:
-        """Send changed aggregates ``(key, stored values, expire_at)``; returns the count sent."""
+        """Send changed aggregates ``(key, values, expire_at)``; returns the count sent."""
         out = self.out_table(session, table)
         sent = 0
-        for key, agg, expire_at in changed:
+        for key, values, expire_at in changed:
             remaining = expire_at - now
-            if agg is None or remaining <= 0:
+            if values is None or remaining <= 0:
                 continue
-            session.send_update(out, key, table.to_wire(agg, now), now / 1000.0, expire=remaining)
+            session.send_update(out, key, values, now / 1000.0, expire=remaining)
             sent += 1
         return sent
 
@@ -155,28 +168,26 @@ class Section:
         """
         index = self.peer_index[peer.name]
         sent = 0
-        for table in self.tables_for(peer):
+        tables = self.tables_for(peer)
+        rows = {table.name: [r for s in range(len(table.stripes)) for r in table.snapshot(s, now)] for table in tables}
+        for table in tables:
             source = self.input_definitions.get((index, self.sources.get(table.name, b"")))
             if source is not None and source.data_types == table.definition.data_types:
-                sent += self._teach_own_entries(session, table, source, index, now)
-        for table in self.tables_for(peer):
-            for stripe in range(len(table.stripes)):
-                rows = table.snapshot(stripe)
-                sent += self.push(session, table, [(k, agg, exp) for k, agg, exp, _ in rows], now)
+                out = session.define_table(
+                    source.name, source.key_type, source.key_len, source.data_types, source.expire or 0, source.params
+                )
+                mine = [(key, peers[index][0], peers[index][1]) for key, _, _, peers in rows[table.name] if index in peers]
+                sent += self._send_all(session, out, mine, now)
+        for table in tables:
+            sent += self.push(session, table, [(k, agg, exp) for k, agg, exp, _ in rows[table.name]], now)
         session.finish_teach(now / 1000.0)
         return sent
 
-    def _teach_own_entries(self, session: PeerSession, table: AggTable, source: TableDefinition, index: int, now: int) -> int:
-        out = session.define_table(
-            source.name, source.key_type, source.key_len, source.data_types, source.expire or 0, source.params
-        )
+    @staticmethod
+    def _send_all(session: PeerSession, out: OutTable, rows: list, now: int) -> int:
         sent = 0
-        for stripe in range(len(table.stripes)):
-            for key, _agg, _exp, contribs in table.snapshot(stripe):
-                mine = contribs.get(index)
-                if mine is None or mine[1] <= now:
-                    continue
-                values, expire_at, _ = mine
-                session.send_update(out, key, table.to_wire(values, now), now / 1000.0, expire=expire_at - now)
+        for key, values, expire_at in rows:
+            if expire_at > now:
+                session.send_update(out, key, values, now / 1000.0, expire=expire_at - now)
                 sent += 1
         return sent

@@ -26,7 +26,7 @@ from typing import Callable
 
 from .datatypes import read_rate
 from .schema import Field, StdType, format_key
-from .table import AggTable, TableMode
+from .table import AggTable, TableMode, now_ms
 
 HELP = """\
 help                              : this message
@@ -37,10 +37,6 @@ quit                              : close the connection
 
 #: Longest command line accepted; the answer to a longer one is an error.
 MAX_COMMAND_LINE = 4096
-
-
-def now_ms() -> int:
-    return int(time.monotonic() * 1000)
 
 
 # -- handlers (pure: server view in, text out) ---------------------------------------------
@@ -96,15 +92,15 @@ def cmd_show_table(server, args: list[str]) -> str:
     peers = section.remote_peers
     out = []
     for stripe in range(len(table.stripes)):
-        for key, agg, agg_expire, contribs in table.snapshot(stripe):
+        for key, agg, agg_expire, contribs in table.snapshot(stripe, now):
             values = agg if agg is not None else table.empty()
             out.append(f"key={format_key(table.definition.key_type, key)} "
-                       f"{_values(table, values, now)} {_expiry(agg is not None, agg_expire, now)}")
+                       f"{_values(table, values)} {_expiry(agg is not None, agg_expire, now)}")
             for index in sorted(contribs):
-                stored, expire_at, _ = contribs[index]
+                own, expire_at, _ = contribs[index]
                 live = expire_at > now
-                shown = stored if live else table.empty()
-                out.append(f"    {peers[index].name}: {_values(table, shown, now)} {_expiry(live, expire_at, now)}")
+                shown = own if live else table.empty()
+                out.append(f"    {peers[index].name}: {_values(table, shown)} {_expiry(live, expire_at, now)}")
     return "\n".join(out) + ("\n" if out else "")
 
 
@@ -112,8 +108,7 @@ def _expiry(live: bool, expire_at: int, now: int) -> str:
     return f"exp={expire_at - now}" if live else "expired"
 
 
-def _values(table: AggTable, stored: tuple, now: int) -> str:
-    wire = table.to_wire(stored, now)
+def _values(table: AggTable, wire: tuple) -> str:
     return " ".join(_field_text(f, v) for f, v in zip(table.fields, wire))
 
 

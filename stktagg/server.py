@@ -40,9 +40,9 @@ from .session import (
     Role,
     TableDefined,
     TeachFinished,
-    UpdateReceived,
+    UpdatesReceived,
 )
-from .table import AggTable
+from .table import AggTable, now_ms
 from .tls import TLSLayer, section_contexts
 from .transport import Listener, StreamTransport, connect
 from .workers import Workers
@@ -57,10 +57,9 @@ REFRESH_TICK = 0.1
 #: random part avoids two aggregators redialing in lockstep.
 RECONNECT_DELAY = 1.0
 RECONNECT_JITTER = 0.5
-
-
-def now_ms() -> int:
-    return int(time.monotonic() * 1000)
+#: Updates read but not yet applied by the workers above which the I/O thread
+#: stops reading from peers (resumes below half): bounded memory under overload.
+MAX_PENDING_UPDATES = 200_000
 
 
 #: Bytes of hello read, at most, to find which section a connection is for.
@@ -152,12 +151,11 @@ class PeerLink:
     def handle(self, events: list) -> None:
         batches: dict[int, tuple[Route, list]] = {}
         for event in events:
-            if isinstance(event, UpdateReceived):
-                route = self.routes.get(event.update.table_id)
+            if isinstance(event, UpdatesReceived):
+                route = self.routes.get(event.table.table_id)
                 if route is not None and route.table is not None:
-                    batch = batches.setdefault(event.update.table_id, (route, []))
-                    update = event.update
-                    batch[1].append((self._key(route.table, update.key), update.values, update.expire))
+                    batch = batches.setdefault(event.table.table_id, (route, []))
+                    batch[1].extend(self._keys(route.table, event.updates))
             elif isinstance(event, TableDefined):
                 self._define(event.definition)
             elif isinstance(event, ResyncRequested):
@@ -179,12 +177,14 @@ class PeerLink:
         self.flush()
 
     @staticmethod
-    def _key(table: AggTable, key: bytes) -> bytes:
+    def _keys(table: AggTable, updates: list) -> list:
         # HAProxy stores at most len - 1 characters of a string key; so must we,
         # or a long key would aggregate apart from what the nodes count.
-        if table.definition.key_type == KeyType.STRING and len(key) >= table.definition.key_len:
-            return key[: max(0, table.definition.key_len - 1)]
-        return key
+        definition = table.definition
+        if definition.key_type != KeyType.STRING:
+            return updates
+        limit = max(0, definition.key_len - 1)
+        return [(k[:limit], v, e) if len(k) > limit else (k, v, e) for k, v, e in updates]
 
     def _submit(self, batches: dict) -> None:
         index = self.section.peer_index[self.peer.name]  # type: ignore[union-attr]
@@ -192,6 +192,7 @@ class PeerLink:
         for route, items in batches.values():
             self.server.workers.submit_updates(route.table, index, route.in_fields, items, now)
         self.server.stats_updates_in += sum(len(items) for _, items in batches.values())
+        self.server.throttle_if_behind()
 
     def _define(self, definition) -> None:
         route = self.section.route(self.peer, definition)  # type: ignore[arg-type]
@@ -239,11 +240,16 @@ class PeerLink:
     def is_established(self) -> bool:
         return self.session is not None and self.session.state.value == "established"
 
-    def push(self, table: AggTable, changed: list, now: int) -> None:
+    def push(self, table: AggTable, changed: list, now: int, bodies: list | None = None) -> None:
+        """Send changed aggregates (pre-encoded ``bodies`` when given), or park their keys."""
         if self.transport is None or self.transport.above_high_water():
             self.backlog.setdefault(table.name, set()).update(k for k, _, _ in changed)
             return
-        self.server.stats_updates_out += self.section.push(self.session, table, changed, now)  # type: ignore[arg-type]
+        if bodies is not None:
+            sent = self.section.push_bodies(self.session, table, bodies, now)  # type: ignore[arg-type]
+        else:
+            sent = self.section.push(self.session, table, changed, now)  # type: ignore[arg-type]
+        self.server.stats_updates_out += sent
         self.flush()
 
     def drain_backlog(self) -> None:
@@ -257,8 +263,8 @@ class PeerLink:
                 continue
             changed = []
             for key in keys:
-                found = table.lookup(key)
-                if found is not None:
+                found = table.lookup(key, now)
+                if found is not None and found[0] is not None:
                     changed.append((key, found[0], found[1]))
             self.push(table, changed, now)
 
@@ -289,6 +295,7 @@ class Server:
         self.listeners: list[Listener] = []
         self.workers = Workers(workers, self._wake_for_push)
         self._push_pending = False
+        self._reading_paused = False
         self._cli_factory = cli_factory
         self._connecting: dict[tuple[str, str], object] = {}
         self._stopping = False
@@ -438,6 +445,25 @@ class Server:
                 self.workers.submit_refresh(table, now)
         self.reactor.call_later(REFRESH_TICK, self._refresh_tick)
 
+    def throttle_if_behind(self) -> None:
+        """Stop reading from peers while the workers have too much to apply.
+
+        Memory stays bounded and acks keep meaning "taken": a peer whose
+        socket we do not read slows down on its own (TCP flow control).
+        """
+        if not self._reading_paused and self.workers.pending() > MAX_PENDING_UPDATES:
+            self._reading_paused = True
+            for link in self.links:
+                if link.transport is not None:
+                    link.transport.pause_reading()
+
+    def _resume_if_caught_up(self) -> None:
+        if self._reading_paused and self.workers.pending() < MAX_PENDING_UPDATES // 2:
+            self._reading_paused = False
+            for link in list(self.links):
+                if link.transport is not None and not link.transport.closed:
+                    link.transport.resume_reading()
+
     def _wake_for_push(self) -> None:
         """Called by worker threads: schedule one push round in the loop."""
         self.reactor.call_soon_threadsafe(self._schedule_push)
@@ -455,12 +481,14 @@ class Server:
             for table in list(section.tables.values()):
                 changed = []
                 for stripe in range(len(table.stripes)):
-                    changed += table.take_dirty(stripe)
+                    changed += table.take_dirty(stripe, now)
                 if not changed:
                     continue
-                for link in links:
-                    if table in section.tables_for(link.peer):  # type: ignore[arg-type]
-                        link.push(table, changed, now)
+                receivers = [link for link in links if table in section.tables_for(link.peer)]  # type: ignore[arg-type]
+                bodies = section.encode_changes(table, changed, now) if len(receivers) > 1 else None
+                for link in receivers:
+                    link.push(table, changed, now, bodies)
+        self._resume_if_caught_up()
 
 
 def _format_address(address: object) -> str:

@@ -68,6 +68,7 @@ from .wire import (
     TableDefinition,
     TableSwitch,
     Update,
+    frame_updates,
 )
 
 #: Send a heartbeat after this long without sending anything (HAProxy's
@@ -130,9 +131,17 @@ class TableDefined:
 
 
 @dataclass(frozen=True, slots=True)
-class UpdateReceived:
+class UpdatesReceived:
+    """Consecutive updates of one table: ``(key, values, expire)`` each.
+
+    One event per run, not per update: a peer streams thousands of updates
+    per read, and an object per update is what the hot path cannot afford.
+    ``last_id`` is the last update id of the run.
+    """
+
     table: TableDefinition
-    update: Update
+    updates: list
+    last_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +187,7 @@ class Closed:
 
 
 Event = Union[
-    Established, TableDefined, UpdateReceived, AckReceived, ResyncRequested,
+    Established, TableDefined, UpdatesReceived, AckReceived, ResyncRequested,
     TeachFinished, TeachConfirmed, ErrorReceived, Ignored, Closed,
 ]
 
@@ -395,6 +404,12 @@ class PeerSession:
         decoder = self._decoder
         while self.state is State.ESTABLISHED:
             try:
+                run = decoder.next_run()
+                if run is not None:
+                    table, items, last_id = run
+                    self.stats.messages_in += 1
+                    self._updates(events, table, items, last_id)
+                    continue
                 msg = decoder.next_message()
             except RemoteProtocolError as exc:
                 if exc.error_code is not None:
@@ -404,19 +419,32 @@ class PeerSession:
             if msg is None:
                 return
             self.stats.messages_in += 1
-            event = self._handle_message(msg, now)
+            event = self._handle_message(msg, now, events)
             if event is not None:
                 events.append(event)
 
-    def _handle_message(self, msg: object, now: float) -> Event | None:
+    def _updates(self, events: list[Event], table: TableDefinition, items: list, last_id: int) -> None:
+        """Record received updates for the acks, and add them to the batch event of their table."""
+        count = len(items)
+        self.stats.updates_in += count
+        self.stats.messages_in += count - 1  # the caller counts one message
+        state = self._in_tables.get(table.table_id)
+        if state is None:
+            state = self._in_tables[table.table_id] = _InTable()
+        state.last_get = last_id
+        state.unacked = True
+        last = events[-1] if events else None
+        if isinstance(last, UpdatesReceived) and last.table is table:
+            last.updates.extend(items)
+            events[-1] = UpdatesReceived(table, last.updates, last_id)
+        else:
+            events.append(UpdatesReceived(table, items, last_id))
+
+    def _handle_message(self, msg: object, now: float, events: list[Event]) -> Event | None:
         if isinstance(msg, Update):
-            self.stats.updates_in += 1
-            table = self._in_tables.get(msg.table_id)
-            if table is None:
-                table = self._in_tables[msg.table_id] = _InTable()
-            table.last_get = msg.update_id
-            table.unacked = True
-            return UpdateReceived(self._decoder.tables[msg.table_id], msg)
+            table = self._decoder.tables[msg.table_id]
+            self._updates(events, table, [(msg.key, msg.values, msg.expire)], msg.update_id)
+            return None
         if isinstance(msg, Control):
             return self._handle_control(msg.type, now)
         if isinstance(msg, TableDefinition):
@@ -500,6 +528,25 @@ class PeerSession:
         self.stats.updates_out += 1
         return update_id
 
+    def send_bodies(self, table: OutTable, bodies: list[tuple[bytes, int | None]], now: float) -> None:
+        """Queue updates already encoded by ``wire.compile_body_encoder``: ``(body, expire)`` each.
+
+        The fast form of ``send_update`` for pushing one change to many peers:
+        the body is encoded once, each session adds its header and its ids.
+        """
+        self._require_established()
+        if not bodies:
+            return
+        if self._encoder.current is not table.definition:
+            self._send(table.definition, now)
+        first = (table.last_pushed + 1) & 0xFFFFFFFF or 1
+        data, last = frame_updates(bodies, first, timed=self.version[1] >= 1)
+        table.last_pushed = last
+        self._encoder.last_update_id[table.definition.table_id] = last
+        self._queue(data, now)
+        self.stats.messages_out += len(bodies)
+        self.stats.updates_out += len(bodies)
+
     def request_resync(self, now: float) -> None:
         """Ask the peer to teach us its whole tables (``00 00``)."""
         self._require_established()
@@ -548,7 +595,7 @@ class PeerSession:
 
 
 __all__ = [
-    "PeerSession", "Role", "State", "Input", "Event", "Established", "TableDefined", "UpdateReceived",
+    "PeerSession", "Role", "State", "Input", "Event", "Established", "TableDefined", "UpdatesReceived",
     "AckReceived", "ResyncRequested", "TeachFinished", "TeachConfirmed", "ErrorReceived", "Ignored",
     "Closed", "SessionStats", "OutTable", "PeersErrorCode",
 ]

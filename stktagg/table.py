@@ -1,15 +1,24 @@
-"""The aggregator's tables: lock-striped, per key each peer's entry and the aggregate.
+"""The aggregator's tables: lock-striped, per key each peer's entry, flat in memory.
 
-No I/O, no logging under a lock. Imports ``errors``, ``schema``, ``datatypes``
-and ``wire`` (for the definition type only).
+No I/O, no logging under a lock. Imports ``schema``, ``datatypes`` and
+``wire`` (for the definition type only).
 
 Locks. A table is cut into stripes by key hash; each stripe has one lock that
-protects its ``entries`` dict, every ``Entry`` in it, and its ``dirty`` set.
-Never hold two stripe locks at once. Worker threads own the stripes (worker
-``i`` applies the updates of stripes ``s`` with ``s % workers == i``), so the
-locks are contended only by the I/O thread's short reads (pushes, teaches,
-the CLI). Methods whose names end in ``_locked`` are called with the stripe
-lock held.
+protects its ``entries`` dict, every entry array in it, its ``dirty`` set and
+its timers. Never hold two stripe locks at once. Worker threads own the
+stripes (worker ``i`` applies the updates of stripes ``s`` with
+``s % workers == i``), so the locks are contended only by the I/O thread's
+short reads (pushes, teaches, the CLI). Methods whose names end in
+``_locked`` are called with the stripe lock held.
+
+Memory. One key is one ``array('Q')`` (no per-peer or per-value objects):
+``[deadline, record, record, ...]`` where a record is one peer's entry laid
+out by ``Layout``: ``[peer, expire_at, received_at, slots of each field]``;
+a counter or tag takes one slot, a frequency counter three (its period's
+start on our clock, curr, prev). A server key, the only non-integer type, is
+kept in a side dict. Applying an update only writes the peer's record and
+marks the key dirty; the aggregate is computed when the key is pushed (once
+per push round, however many updates came in between).
 
 Times are integer milliseconds of the aggregator's monotonic clock.
 """
@@ -17,12 +26,13 @@ Times are integer milliseconds of the aggregator's monotonic clock.
 from __future__ import annotations
 
 import enum
-import heapq
 import threading
+import time
+from array import array
 from dataclasses import dataclass, field
 
-from .datatypes import combine, empty_value, field_to_wire, wire_to_field_values
-from .schema import Field
+from .datatypes import U32_MAX, U64_MAX, align_sum, freq_to_wire, sum_rotated
+from .schema import Combine, Field, StdType
 from .wire import TableDefinition
 
 #: Stripes per table: enough that workers and the I/O thread rarely meet.
@@ -31,6 +41,18 @@ STRIPES = 16
 #: bound is ours; when a table is full, expired entries make room (oldest
 #: expiry first) and a new key that finds no room is dropped and counted.
 MAX_ENTRIES = 2_000_000
+#: Added to the monotonic clock by the daemon (``server.now_ms``): 2**36 ms, about
+#: 2 years, above any period or expiry a peer can announce (32-bit ms).
+CLOCK_BASE_MS = 1 << 36
+#: Timer granularity (ms): keys due in the same slice are recomputed together.
+TIMER_SLICE = 100
+_NO_SERVER = object()
+
+
+def now_ms() -> int:
+    """The tables' clock: monotonic milliseconds from CLOCK_BASE_MS, so that "now minus
+    an age" never falls before the clock's origin (tables keep unsigned times)."""
+    return int(time.monotonic() * 1000) + CLOCK_BASE_MS
 
 
 class TableMode(enum.Enum):
@@ -38,26 +60,114 @@ class TableMode(enum.Enum):
     FORWARD = "forward"  #: latest entry from any up peer wins (the ``forward`` rule)
 
 
-class Entry:
-    """One key: each peer's latest entry and the aggregate derived from them."""
+class Layout:
+    """Where each field's values sit in a peer record, and how they combine."""
 
-    __slots__ = ("contribs", "agg", "agg_expire", "deadline")
+    def __init__(self, fields: tuple[Field, ...]) -> None:
+        self.fields = fields
+        #: per field: (first slot, elements, std type, combine, period)
+        self.columns = []
+        slot = 3  # peer, expire_at, received_at
+        for f in fields:
+            width = 3 if f.info.std is StdType.FRQP else 1
+            self.columns.append((slot, f.count, width, f.info.std, f.info.combine, f.period or 0, f.info.is_array))
+            slot += width * f.count
+        self.record = slot
+        self.has_server_key = any(f.info.std is StdType.DICT for f in fields)
+        #: generated fast forms (None: use the general methods)
+        self.fast_combine = None if self.has_server_key else _gen_combine(self)
+        self.fast_pack = None if self.has_server_key else _gen_pack(self)
 
-    def __init__(self) -> None:
-        #: peer index -> (stored values, expire_at, received_at)
-        self.contribs: dict[int, tuple[tuple, int, int]] = {}
-        #: the aggregate in stored form, or None when no peer entry is live
-        self.agg: tuple | None = None
-        self.agg_expire = 0  #: when the aggregate expires (max of live expiries)
-        self.deadline: int | None = None  #: next time the aggregate changes on its own
+    def pack(self, values: tuple, out: array, at: int, now: int, server_keys: dict, owner: tuple) -> None:
+        """Write one peer's wire values into its record's field slots."""
+        for (slot, count, width, std, _, period, is_array), value in zip(self.columns, values):
+            elements = value if is_array else (value,)
+            for i in range(count):
+                v = elements[i] if i < len(elements) else None
+                p = at + slot + i * width
+                if std is StdType.FRQP:
+                    age, curr, prev = v if v is not None else (0, 0, 0)
+                    if age >= 2 * period or (curr == 0 and prev == 0):
+                        out[p] = out[p + 1] = out[p + 2] = 0
+                    else:  # a start before our clock's origin is clamped to it
+                        out[p], out[p + 1], out[p + 2] = max(now - age, 0), curr, prev
+                elif std is StdType.DICT:
+                    if v is None:
+                        server_keys.pop(owner + (i,), None)
+                        out[p] = 0
+                    else:
+                        server_keys[owner + (i,)] = v
+                        out[p] = 1
+                elif std is StdType.SINT and v is not None and v < 0:
+                    out[p] = v + (1 << 64)
+                else:
+                    out[p] = v or 0
+
+    def unpack(self, arr: array, at: int, now: int, server_keys: dict, owner: tuple) -> tuple:
+        """One peer's record as wire values at ``now`` (for the CLI and teaches)."""
+        values = []
+        for slot, count, width, std, _, period, is_array in self.columns:
+            elements = []
+            for i in range(count):
+                p = at + slot + i * width
+                if std is StdType.FRQP:
+                    elements.append(freq_to_wire(arr[p], arr[p + 1], arr[p + 2], now, period))
+                elif std is StdType.DICT:
+                    elements.append(server_keys.get(owner + (i,)) if arr[p] else None)
+                elif std is StdType.SINT and arr[p] >= 1 << 63:
+                    elements.append(arr[p] - (1 << 64))
+                else:
+                    elements.append(arr[p])
+            values.append(tuple(elements) if is_array else elements[0])
+        return tuple(values)
+
+    def combine(self, arr: array, live: list[int], now: int, server_keys: dict, key: bytes) -> tuple[tuple, int]:
+        """The aggregate (wire values at ``now``) of the live records at offsets ``live``.
+
+        Returns (values, the earliest end of an aligned rate period, or 0).
+        """
+        values = []
+        deadline = 0
+        latest = max(live, key=lambda at: arr[at + 2]) if live else 0
+        for slot, count, width, std, combine, period, is_array in self.columns:
+            elements = []
+            for i in range(count):
+                off = slot + i * width
+                if combine is Combine.SUM:
+                    total = sum(arr[at + off] for at in live)
+                    elements.append(min(total, U64_MAX if std is StdType.ULL else U32_MAX))
+                elif combine is Combine.MAX:
+                    elements.append(max((arr[at + off] for at in live), default=0))
+                elif combine is Combine.LATEST:
+                    elements.append(self._latest(arr, latest, off, std, server_keys, key, i))
+                else:
+                    wire, due = _sum_freq(arr, live, off, now, period)
+                    elements.append(wire)
+                    if due and (not deadline or due < deadline):
+                        deadline = due
+            values.append(tuple(elements) if is_array else elements[0])
+        return tuple(values), deadline
+
+    @staticmethod
+    def _latest(arr: array, at: int, off: int, std: StdType, server_keys: dict, key: bytes, i: int) -> object:
+        if std is StdType.DICT:
+            return server_keys.get((key, arr[at], i)) if arr[at + off] else None
+        value = arr[at + off]
+        return value - (1 << 64) if std is StdType.SINT and value >= 1 << 63 else value
+
+
+def _sum_freq(arr: array, live: list[int], off: int, now: int, period: int) -> tuple[tuple[int, int, int], int]:
+    """Sum the peers' frequency counters at ``off`` (datatypes.align_sum)."""
+    return align_sum([(arr[at + off], arr[at + off + 1], arr[at + off + 2]) for at in live], now, period)
 
 
 @dataclass(slots=True)
 class Stripe:
     lock: threading.Lock = field(default_factory=threading.Lock)
-    entries: dict[bytes, Entry] = field(default_factory=dict)
-    dirty: set[bytes] = field(default_factory=set)  #: keys whose aggregate changed since the last push
-    timers: list[tuple[int, bytes]] = field(default_factory=list)  #: heap of (deadline, key)
+    entries: dict[bytes, array] = field(default_factory=dict)
+    dirty: set[bytes] = field(default_factory=set)  #: keys to push (changed, or due)
+    timers: dict[int, list[bytes]] = field(default_factory=dict)  #: time slice -> keys due then
+    server_keys: dict = field(default_factory=dict)  #: (key, peer, element) -> server name bytes
     changes: int = 0
     dropped: int = 0
 
@@ -65,21 +175,18 @@ class Stripe:
 class AggTable:
     """An output table: an aggregate of down peers' tables, or a forwarded table."""
 
-    def __init__(
-        self,
-        definition: TableDefinition,
-        mode: TableMode,
-        *,
-        stripes: int = STRIPES,
-        max_entries: int = MAX_ENTRIES,
-    ) -> None:
+    def __init__(self, definition: TableDefinition, mode: TableMode, *, stripes: int = STRIPES,
+                 max_entries: int = MAX_ENTRIES) -> None:
         self.definition = definition
         self.name = definition.name
         self.mode = mode
         self.fields: tuple[Field, ...] = definition.codec.fields
+        self.layout = Layout(self.fields)
         self.expire_ms = definition.expire or 0
         self.stripes = [Stripe() for _ in range(stripes)]
         self._per_stripe_max = max(1, max_entries // stripes)
+        self._converters: dict[tuple[Field, ...], object] = {}
+        self._blank = array("Q", bytes(8 * self.layout.record))
 
     def stripe_of(self, key: bytes) -> int:
         return hash(key) % len(self.stripes)
@@ -93,53 +200,66 @@ class AggTable:
         layout (``in_fields``) and wire form; ``expire`` is the remaining ms of
         a timed update, or None for a live one (the table's expire applies).
         """
+        convert = self._converter(in_fields)
+        fast_pack = self.layout.fast_pack if convert is None else None
         stripe = self.stripes[stripe_index]
+        table_expire = self.expire_ms
+        layout = self.layout
+        size = layout.record
         with stripe.lock:
+            entries = stripe.entries
+            dirty = stripe.dirty
             for key, values, expire in items:
-                self._apply_locked(stripe, peer, key, in_fields, values, expire, now)
+                arr = entries.get(key)
+                if arr is None:
+                    if len(entries) >= self._per_stripe_max and not self._evict_locked(stripe, now):
+                        stripe.dropped += 1
+                        continue
+                    arr = entries[key] = array("Q", (0,))
+                at = _find(arr, peer, size)
+                if at < 0:
+                    at = len(arr)
+                    arr.extend(self._blank)
+                    arr[at] = peer
+                if expire is None or not table_expire:
+                    lifetime = table_expire if expire is None else expire
+                else:
+                    lifetime = expire if expire < table_expire else table_expire
+                arr[at + 1] = now + lifetime
+                arr[at + 2] = now
+                if fast_pack is not None:
+                    fast_pack(values, arr, at, now)
+                else:
+                    layout.pack(convert(values) if convert else values, arr, at, now, stripe.server_keys, (key, peer))
+                dirty.add(key)
+            stripe.changes += len(items)
 
-    def _apply_locked(self, stripe: Stripe, peer: int, key: bytes, in_fields, values, expire, now: int) -> None:
-        entry = stripe.entries.get(key)
-        if entry is None:
-            if len(stripe.entries) >= self._per_stripe_max and not self._evict_locked(stripe, now):
-                stripe.dropped += 1
-                return
-            entry = stripe.entries[key] = Entry()
-        stored = wire_to_field_values(in_fields, self.fields, values, now)
-        lifetime = self.expire_ms if expire is None else (min(expire, self.expire_ms) if self.expire_ms else expire)
-        entry.contribs[peer] = (stored, now + lifetime, now)
-        self._recompute_locked(stripe, key, entry, now)
+    def _converter(self, in_fields: tuple[Field, ...]):
+        """None when the peer's layout is ours; else a function mapping its values to ours."""
+        if in_fields == self.fields:
+            return None
+        convert = self._converters.get(in_fields)
+        if convert is None:
+            position = {f.info.id: i for i, f in enumerate(in_fields)}
+            picks = [(position.get(f.info.id), f) for f in self.fields]
 
-    def _recompute_locked(self, stripe: Stripe, key: bytes, entry: Entry, now: int) -> None:
-        live = [c for c in entry.contribs.values() if c[1] > now]
-        if not live:
-            changed = entry.agg is not None
-            entry.agg, entry.deadline = None, None
-        else:
-            if self.mode is TableMode.FORWARD:
-                latest = max(live, key=lambda c: c[2])
-                agg, deadline = latest[0], None
-            else:
-                live.sort(key=lambda c: c[2], reverse=True)
-                wire, deadline = combine(self.fields, [c[0] for c in live], [c[0] for c in live], now)
-                agg = _wire_to_stored(self.fields, wire, now)
-            changed = agg != entry.agg or max(c[1] for c in live) != entry.agg_expire
-            entry.agg = agg
-            entry.agg_expire = max(c[1] for c in live)
-            next_expiry = min(c[1] for c in live)
-            entry.deadline = next_expiry if deadline is None else min(deadline, next_expiry)
-        if entry.deadline is not None:
-            heapq.heappush(stripe.timers, (entry.deadline, key))
-        if changed:
-            stripe.dirty.add(key)
-            stripe.changes += 1
+            def convert(values, picks=picks):
+                return tuple(
+                    (values[i] if not f.info.is_array else tuple(values[i][: f.count]))
+                    if i is not None else (() if f.info.is_array else None)
+                    for i, f in picks
+                )
+
+            self._converters[in_fields] = convert
+        return convert
 
     def _evict_locked(self, stripe: Stripe, now: int) -> bool:
+        size = self.layout.record
         oldest_key, oldest = None, None
-        for key, entry in stripe.entries.items():
-            if entry.agg is None or entry.agg_expire <= now:
-                if oldest is None or entry.agg_expire < oldest:
-                    oldest_key, oldest = key, entry.agg_expire
+        for key, arr in stripe.entries.items():
+            last = max((arr[at + 1] for at in range(1, len(arr), size)), default=0)
+            if last <= now and (oldest is None or last < oldest):
+                oldest_key, oldest = key, last
         if oldest_key is None:
             return False
         del stripe.entries[oldest_key]
@@ -147,46 +267,112 @@ class AggTable:
         return True
 
     def refresh(self, stripe_index: int, now: int) -> None:
-        """Recompute the keys whose aggregate changes on its own by ``now``.
+        """Mark dirty the keys whose aggregate changes on its own by ``now``.
 
-        That is a contribution expiring, or a rate reaching the end of its
+        That is a peer's entry expiring, or a rate reaching the end of its
         aligned period, after which it must be pushed again (datatypes).
         """
         stripe = self.stripes[stripe_index]
         with stripe.lock:
-            timers = stripe.timers
-            while timers and timers[0][0] <= now:
-                due, key = heapq.heappop(timers)
-                entry = stripe.entries.get(key)
-                if entry is not None and entry.deadline == due:
-                    self._recompute_locked(stripe, key, entry, now)
+            due = [s for s in stripe.timers if s <= now]
+            for slice_ in due:
+                for key in stripe.timers.pop(slice_):
+                    arr = stripe.entries.get(key)
+                    if arr is not None and arr[0] and arr[0] <= now:
+                        arr[0] = 0
+                        stripe.dirty.add(key)
 
     # -- reads (I/O thread) ----------------------------------------------------------
 
-    def take_dirty(self, stripe_index: int) -> list[tuple[bytes, tuple, int]]:
-        """The changed keys of a stripe since the last call, with their aggregate and expiry."""
+    def take_dirty(self, stripe_index: int, now: int) -> list[tuple[bytes, tuple, int]]:
+        """The keys to push since the last call: ``(key, aggregate values, expire_at)``.
+
+        A key whose every peer entry has expired is not returned (HAProxy lets
+        its copy expire at the same time). Schedules each key's next change.
+        """
         stripe = self.stripes[stripe_index]
         with stripe.lock:
             if not stripe.dirty:
                 return []
             dirty, stripe.dirty = stripe.dirty, set()
-            entries = stripe.entries
-            return [(k, e.agg, e.agg_expire) for k in dirty if (e := entries.get(k)) is not None and e.agg is not None]
+            out = []
+            for key in dirty:
+                arr = stripe.entries.get(key)
+                if arr is None:
+                    continue
+                found = self._aggregate_locked(stripe, key, arr, now)
+                if found is not None:
+                    out.append((key, found[0], found[1]))
+            return out
 
-    def snapshot(self, stripe_index: int) -> list[tuple[bytes, tuple | None, int, dict]]:
-        """(key, aggregate, expiry, contributions) of every entry of a stripe.
+    def _aggregate_locked(self, stripe: Stripe, key: bytes, arr: array, now: int) -> tuple[tuple, int] | None:
+        size = self.layout.record
+        fast = self.layout.fast_combine
+        if fast is not None and self.mode is TableMode.AGGREGATE:
+            found = fast(arr, now, size)
+            if found is None:
+                arr[0] = 0
+                return None
+            values, expire_at, next_expiry, rate_due = found
+            deadline = next_expiry if not rate_due or next_expiry < rate_due else rate_due
+            self._schedule_locked(stripe, key, arr, deadline)
+            return values, expire_at
+        live = [at for at in range(1, len(arr), size) if arr[at + 1] > now]
+        if not live:
+            arr[0] = 0
+            return None
+        if self.mode is TableMode.FORWARD:
+            newest = max(live, key=lambda at: arr[at + 2])
+            values = self.layout.unpack(arr, newest, now, stripe.server_keys, (key, arr[newest]))
+            expire_at, rate_due = arr[newest + 1], 0
+            next_expiry = expire_at
+        else:
+            values, rate_due = self.layout.combine(arr, live, now, stripe.server_keys, key)
+            expire_at = max(arr[at + 1] for at in live)
+            next_expiry = min(arr[at + 1] for at in live)
+        deadline = next_expiry if not rate_due or next_expiry < rate_due else rate_due
+        self._schedule_locked(stripe, key, arr, deadline)
+        return values, expire_at
 
-        A copy taken under the stripe's lock; not atomic across stripes.
+    def _schedule_locked(self, stripe: Stripe, key: bytes, arr: array, deadline: int) -> None:
+        arr[0] = deadline
+        slice_ = -(-deadline // TIMER_SLICE) * TIMER_SLICE
+        bucket = stripe.timers.get(slice_)
+        if bucket is None:
+            stripe.timers[slice_] = [key]
+        else:
+            bucket.append(key)
+
+    def snapshot(self, stripe_index: int, now: int) -> list[tuple[bytes, tuple | None, int, dict]]:
+        """(key, aggregate or None, its expiry, {peer: (values, expire_at, received_at)}).
+
+        Values are wire values at ``now``. A copy taken under the stripe's
+        lock; not atomic across stripes.
         """
         stripe = self.stripes[stripe_index]
         with stripe.lock:
-            return [(k, e.agg, e.agg_expire, dict(e.contribs)) for k, e in stripe.entries.items()]
+            return [self._view_locked(stripe, key, arr, now) for key, arr in stripe.entries.items()]
 
-    def lookup(self, key: bytes) -> tuple[tuple | None, int, dict] | None:
+    def lookup(self, key: bytes, now: int) -> tuple[tuple | None, int, dict] | None:
         stripe = self.stripes[self.stripe_of(key)]
         with stripe.lock:
-            entry = stripe.entries.get(key)
-            return None if entry is None else (entry.agg, entry.agg_expire, dict(entry.contribs))
+            arr = stripe.entries.get(key)
+            return None if arr is None else self._view_locked(stripe, key, arr, now)[1:]
+
+    def _view_locked(self, stripe: Stripe, key: bytes, arr: array, now: int) -> tuple:
+        size = self.layout.record
+        peers = {}
+        for at in range(1, len(arr), size):
+            values = self.layout.unpack(arr, at, now, stripe.server_keys, (key, arr[at]))
+            peers[arr[at]] = (values, arr[at + 1], arr[at + 2])
+        live = [at for at in range(1, len(arr), size) if arr[at + 1] > now]
+        if not live:
+            return key, None, 0, peers
+        if self.mode is TableMode.FORWARD:
+            newest = max(live, key=lambda at: arr[at + 2])
+            return key, peers[arr[newest]][0], arr[newest + 1], peers
+        values, _ = self.layout.combine(arr, live, now, stripe.server_keys, key)
+        return key, values, max(arr[at + 1] for at in live), peers
 
     def __len__(self) -> int:
         """Entries in the table (approximate: not reliable while workers write)."""
@@ -200,14 +386,121 @@ class AggTable:
     def dropped(self) -> int:
         return sum(s.dropped for s in self.stripes)
 
-    def to_wire(self, stored: tuple, now: int) -> tuple:
-        """Stored values as the values of an update sent at ``now``."""
-        return tuple(field_to_wire(f, v, now) for f, v in zip(self.fields, stored))
-
     def empty(self) -> tuple:
-        return tuple(empty_value(f) for f in self.fields)
+        """Wire values of an entry nobody contributed to."""
+        return self.layout.unpack(self._blank, 0, 0, {}, ())
 
 
-def _wire_to_stored(fields: tuple[Field, ...], wire: tuple, now: int) -> tuple:
-    """The combined values (wire form, ages relative to ``now``) in stored form."""
-    return wire_to_field_values(fields, fields, wire, now)
+def _find(arr: array, peer: int, size: int) -> int:
+    """The offset of ``peer``'s record in a key's array, or -1."""
+    for at in range(1, len(arr), size):
+        if arr[at] == peer:
+            return at
+    return -1
+
+
+# -- generated per layout: the hot path ----------------------------------------------
+#
+# ``Layout.combine`` and ``Layout.pack`` above are general; the functions
+# below are generated once per layout (a few dozen lines of straight code,
+# no generators or per-field dispatch) and used whenever the layout has no
+# server key. They compute exactly what the general ones do; the tests run
+# both on the same inputs.
+
+_COMBINE_TEMPLATE = """
+def combine(arr, now, size):
+    live = 0
+    newest = -1
+    newest_at = 0
+    expire_max = 0
+    expire_min = 0
+{init}
+    for at in range(1, len(arr), size):
+        expire_at = arr[at + 1]
+        if expire_at <= now:
+            continue
+        live += 1
+        if expire_at > expire_max:
+            expire_max = expire_at
+        if not expire_min or expire_at < expire_min:
+            expire_min = expire_at
+        if arr[at + 2] > newest:
+            newest = arr[at + 2]
+            newest_at = at
+{loop}
+    if not live:
+        return None
+    due = 0
+{finish}
+    return ({values},), expire_max, expire_min, due
+"""
+
+
+def _gen_combine(layout: "Layout"):
+    init, loop, finish, values = [], [], [], []
+    pad = "        "
+    for c, (slot, count, width, std, combine, period, is_array) in enumerate(layout.columns):
+        elements = []
+        for e in range(count):
+            off, name = slot + e * width, f"c{c}_{e}"
+            if combine is Combine.SUM:
+                init.append(f"    {name} = 0")
+                loop.append(f"{pad}{name} += arr[at + {off}]")
+                limit = U64_MAX if std is StdType.ULL else U32_MAX
+                finish.append(f"    if {name} > {limit}: {name} = {limit}")
+            elif combine is Combine.MAX:
+                init.append(f"    {name} = 0")
+                loop.append(f"{pad}if arr[at + {off}] > {name}: {name} = arr[at + {off}]")
+            elif combine is Combine.LATEST:
+                finish.append(f"    {name} = arr[newest_at + {off}]")
+                if std is StdType.SINT:
+                    finish.append(f"    if {name} >= 1 << 63: {name} -= 1 << 64")
+            else:
+                init.append(f"    {name} = []")
+                loop += [
+                    f"{pad}start = arr[at + {off}]; curr = arr[at + {off + 1}]; prev = arr[at + {off + 2}]",
+                    f"{pad}if curr or prev:",
+                    f"{pad}    elapsed = now - start",
+                    f"{pad}    if elapsed < {period}:",
+                    f"{pad}        {name}.append((start, curr, prev))",
+                    f"{pad}    elif elapsed < {2 * period} and curr:",
+                    f"{pad}        {name}.append((start + {period}, 0, curr))",
+                ]
+                finish += [f"    {name}, d = sum_rotated({name}, now, {period})",
+                           f"    if d and (not due or d < due): due = d"]
+            elements.append(name)
+        values.append(f"({', '.join(elements)},)" if is_array else elements[0])
+    source = _COMBINE_TEMPLATE.format(
+        init="\n".join(init) or "    pass", loop="\n".join(loop) or "        pass",
+        finish="\n".join(finish) or "    pass", values=", ".join(values),
+    )
+    namespace = {"sum_rotated": sum_rotated}
+    exec(source, namespace)  # generated from our own template only
+    return namespace["combine"]
+
+
+def _gen_pack(layout: "Layout"):
+    lines, targets = [], []
+    for c, (slot, count, width, std, _, period, is_array) in enumerate(layout.columns):
+        names = []
+        for e in range(count):
+            off, name = slot + e * width, f"v{c}_{e}"
+            if std is StdType.FRQP:
+                a, cu, pr = f"{name}a", f"{name}c", f"{name}p"
+                names.append(f"({a}, {cu}, {pr})")
+                lines += [
+                    f"    if {a} >= {2 * period} or not ({cu} or {pr}):",
+                    f"        arr[at + {off}] = arr[at + {off + 1}] = arr[at + {off + 2}] = 0",
+                    "    else:",
+                    f"        arr[at + {off}] = now - {a} if now > {a} else 0",
+                    f"        arr[at + {off + 1}] = {cu}; arr[at + {off + 2}] = {pr}",
+                ]
+            else:
+                names.append(name)
+                value = f"({name} + (1 << 64) if {name} < 0 else {name})" if std is StdType.SINT else name
+                lines.append(f"    arr[at + {off}] = {value}")
+        targets.append(f"({', '.join(names)},)" if is_array else names[0])
+    source = f"def pack(values, arr, at, now):\n    ({', '.join(targets)},) = values\n" + "\n".join(lines) + "\n"
+    namespace: dict = {}
+    exec(source, namespace)  # generated from our own template only
+    return namespace["pack"]

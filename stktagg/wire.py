@@ -23,13 +23,14 @@ as ``RawMessage`` with its exact bytes, which HAProxy ignores too (§2.1).
 from __future__ import annotations
 
 import enum
+import functools
 import struct
 from dataclasses import dataclass
 from typing import Union
 
 from .codec import DecodeError, Reader, be32, decode_varint, encode_varint
 from .errors import LocalProtocolError, MessageTooLarge
-from .schema import DictCache, TableCodec, compile_codec, expected_params
+from .schema import DictCache, KeyType, StdType, TableCodec, compile_codec, expected_params
 
 #: Largest payload we accept. HAProxy builds its messages in a buffer of
 #: ``tune.bufsize`` (16384 by default) and refuses larger ones with ``01 01``;
@@ -275,6 +276,27 @@ class MessageDecoder:
         msg_class, msg_type, payload, _ = got
         return self.decode_frame(msg_class, msg_type, payload)
 
+    def next_run(self, limit: int = 4096) -> tuple[TableDefinition, list, int] | None:
+        """A run of whole update frames of the current table, decoded fast.
+
+        Returns ``(table, [(key, values, expire), ...], last update id)``, or
+        None when the next frame is anything else (then call ``next_message``).
+        """
+        table = self.current
+        if table is None:
+            return None
+        decode = compile_run_decoder(table.key_type, table.key_len, table.data_types, table.params)
+        if decode is None:
+            return None
+        frames = self.frames
+        last = self.last_update_id.get(table.table_id, 0)
+        items, pos, last = decode(frames._buf, frames._pos, len(frames._buf), last, limit, frames.max_size)
+        if not items:
+            return None
+        frames._pos = pos
+        self.last_update_id[table.table_id] = last
+        return table, items, last
+
     def decode_frame(self, msg_class: int, msg_type: int, payload: bytes) -> Message:
         if msg_class == MsgClass.STICK_TABLE:
             return self._decode_stick_table(msg_type, payload)
@@ -449,3 +471,196 @@ def encode_definition(msg: TableDefinition) -> bytes:
         raise LocalProtocolError("a definition without expire cannot carry parameters or trailing bytes")
     parts.append(msg.trailing)
     return b"".join(parts)
+
+
+# -- fast path: runs of updates --------------------------------------------------------
+#
+# Most of what a peer sends is updates of one table, back to back. Decoding
+# each into an ``Update`` object costs several microseconds; the run decoder
+# below, generated once per table layout, turns a run of update frames into
+# ``(key, values, expire)`` tuples in one loop with the one-byte varint case
+# inlined. It stops, leaving the frame to the general decoder, at the first
+# frame it does not handle exactly (another message, an incomplete frame, a
+# layout it was not generated for, extra bytes, anything unusual), so every
+# error keeps the general decoder's precise semantics.
+
+_RUN_TEMPLATE = '''
+def decode_run(buf, pos, end, last_id, limit, max_size):
+    items = []
+    append = items.append
+    while len(items) < limit and end - pos >= 3 and buf[pos] == 10:
+        typ = buf[pos + 1]
+        if typ < 0x80 or typ > 0x86 or typ == 0x82 or typ == 0x83 or typ == 0x84:
+            break
+        n = buf[pos + 2]
+        if n < 240:
+            p = pos + 3
+        else:
+            got = varint(buf, pos + 2)
+            if got is None:
+                break
+            n, p = got
+        if n > max_size:
+            break
+        stop = p + n
+        if stop > end:
+            break
+        try:
+            if typ == 0x80 or typ == 0x85:
+                uid = be32(buf, p)[0]
+                p += 4
+            else:
+                uid = (last_id + 1) & 0xFFFFFFFF
+            if typ >= 0x85:
+                expire = be32(buf, p)[0]
+                p += 4
+            else:
+                expire = None
+{body}
+        except (IndexError, TypeError):
+            break
+        if p != stop:
+            break
+        append((key, values, expire))
+        last_id = uid
+        pos = stop
+    return items, pos, last_id
+'''
+
+
+def _gen_varint(target: str, indent: str) -> list[str]:
+    return [
+        f"{indent}b = buf[p]",
+        f"{indent}if b < 240:",
+        f"{indent}    {target} = b",
+        f"{indent}    p += 1",
+        f"{indent}else:",
+        f"{indent}    got = varint(buf, p)",
+        f"{indent}    if got is None:",
+        f"{indent}        raise IndexError",
+        f"{indent}    {target}, p = got",
+    ]
+
+
+@functools.lru_cache(maxsize=256)
+def compile_run_decoder(key_type: int, key_len: int, mask: int, params: tuple[tuple[int, ...], ...]):
+    """The generated run decoder of a table layout, or None when it has none.
+
+    Server keys (dictionary cache) and newer unknown types are left to the
+    general decoder.
+    """
+    codec = compile_codec(key_type, key_len, mask, params)
+    if not codec.decodable or codec.unknown_types:
+        return None
+    indent = " " * 12
+    lines = []
+    if key_type == KeyType.STRING:
+        lines += _gen_varint("klen", indent)
+        lines += [f"{indent}key = bytes(buf[p:p + klen])", f"{indent}p += klen",
+                  f"{indent}if p > stop:", f"{indent}    break"]
+    else:
+        size = 4 if key_type == KeyType.INTEGER else key_len
+        lines += [f"{indent}key = bytes(buf[p:p + {size}])", f"{indent}p += {size}"]
+    names = []
+    for index, f in enumerate(codec.fields):
+        if f.info.std is StdType.DICT:
+            return None
+        parts = []
+        for element in range(f.count):
+            if f.info.std is StdType.FRQP:
+                trio = [f"f{index}_{element}_{k}" for k in range(3)]
+                for name in trio:
+                    lines += _gen_varint(name, indent)
+                parts.append(f"({', '.join(trio)})")
+            else:
+                name = f"f{index}_{element}"
+                lines += _gen_varint(name, indent)
+                if f.info.std is StdType.SINT:
+                    lines.append(f"{indent}if {name} >= 1 << 63:")
+                    lines.append(f"{indent}    {name} -= 1 << 64")
+                parts.append(name)
+        names.append(f"({', '.join(parts)},)" if f.info.is_array else parts[0])
+    lines.append(f"{indent}values = ({', '.join(names)},)")
+    namespace = {"varint": decode_varint, "be32": _BE32_FROM.unpack_from}
+    exec(_RUN_TEMPLATE.format(body="\n".join(lines)), namespace)  # generated from our own template only
+    return namespace["decode_run"]
+
+
+_BE32_FROM = struct.Struct("!I")
+
+
+_SMALL_VARINTS = [bytes((v,)) for v in range(240)]
+
+
+def _varint_bytes(value: int) -> bytes:
+    return _SMALL_VARINTS[value] if 0 <= value < 240 else encode_varint(value)
+
+
+@functools.lru_cache(maxsize=256)
+def compile_body_encoder(key_type: int, key_len: int, mask: int, params: tuple[tuple[int, ...], ...]):
+    """A function (key, values) -> the key and values part of an update, or None.
+
+    Generated once per table layout; the aggregator encodes a changed key's
+    body once and sends the same bytes to every peer, each with its own
+    header and update id. None for layouts with server keys (their encoding
+    depends on each session's dictionary cache).
+    """
+    codec = compile_codec(key_type, key_len, mask, params)
+    if not codec.decodable or codec.unknown_types:
+        return None
+    parts = []
+    unpack = []
+    for index, f in enumerate(codec.fields):
+        if f.info.std is StdType.DICT:
+            return None
+        names = []
+        for element in range(f.count):
+            if f.info.std is StdType.FRQP:
+                trio = [f"f{index}_{element}_{k}" for k in range(3)]
+                names.append(f"({', '.join(trio)})")
+                parts += [f"V({n})" for n in trio]
+            else:
+                name = f"f{index}_{element}"
+                names.append(name)
+                parts.append(f"V({name} + (1 << 64) if {name} < 0 else {name})" if f.info.std is StdType.SINT
+                             else f"V({name})")
+        target = f"({', '.join(names)},)" if f.info.is_array else names[0]
+        unpack.append(target)
+    if key_type == KeyType.STRING:
+        key_part = "V(len(key)) + key"
+    else:
+        size = 4 if key_type == KeyType.INTEGER else key_len
+        key_part = f"key if len(key) == {size} else bad(key)"
+    values_part = ", ".join(parts) if parts else "b''"
+    source = (
+        "def encode_body(key, values):\n"
+        f"    ({', '.join(unpack)},) = values\n"
+        f"    return b''.join(({key_part}, {values_part}))\n"
+    )
+    namespace = {"V": _varint_bytes, "bad": _bad_key}
+    exec(source, namespace)  # generated from our own template only
+    return namespace["encode_body"]
+
+
+def _bad_key(key: bytes) -> bytes:
+    raise LocalProtocolError(f"key of {len(key)} bytes does not fit the table's key length")
+
+
+def frame_updates(bodies: list[tuple[bytes, int | None]], first_id: int, timed: bool) -> tuple[bytes, int]:
+    """Frame update bodies with explicit ids from ``first_id`` (0x85 when timed and an expire is given).
+
+    Returns (bytes, last id used).
+    """
+    parts = []
+    uid = first_id
+    pack_one, pack_two = _BE32_FROM.pack, _BE32X2.pack
+    for body, expire in bodies:
+        if timed and expire is not None:
+            parts.append(b"\x0a\x85" + _varint_bytes(8 + len(body)) + pack_two(uid, expire) + body)
+        else:
+            parts.append(b"\x0a\x80" + _varint_bytes(4 + len(body)) + pack_one(uid) + body)
+        uid = (uid + 1) & 0xFFFFFFFF or 1
+    return b"".join(parts), (uid - 1) & 0xFFFFFFFF or 0xFFFFFFFF
+
+
+_BE32X2 = struct.Struct("!II")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from typing import Callable
 
 from .table import AggTable
@@ -22,6 +23,8 @@ from .table import AggTable
 log = logging.getLogger(__name__)
 
 _STOP = object()
+#: Longest time a busy worker goes without waking the loop for a push round.
+WAKE_INTERVAL = 0.005
 
 
 class Workers:
@@ -34,10 +37,11 @@ class Workers:
         self._notify = notify
         self._queues: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(count)]
         self._threads = [
-            threading.Thread(target=self._run, args=(q,), name=f"stktagg-worker-{i}", daemon=True)
+            threading.Thread(target=self._run, args=(i, q), name=f"stktagg-worker-{i}", daemon=True)
             for i, q in enumerate(self._queues)
         ]
-        self.applied = 0  #: updates applied (approximate: incremented without a lock)
+        self.submitted = 0  #: updates queued (written by the I/O thread only)
+        self._applied = [0] * count  #: updates applied, one counter per worker (no lock needed)
 
     def start(self) -> None:
         for thread in self._threads:
@@ -58,15 +62,26 @@ class Workers:
             by_stripe.setdefault(hash(item[0]) % stripes, []).append(item)
         for stripe, part in by_stripe.items():
             self._queues[stripe % self.count].put((table.apply, (stripe, peer, in_fields, part, now), len(part)))
+        self.submitted += len(items)
+
+    @property
+    def applied(self) -> int:
+        return sum(self._applied)
+
+    def pending(self) -> int:
+        """Updates queued and not yet applied (approximate)."""
+        return self.submitted - sum(self._applied)
 
     def submit_refresh(self, table: AggTable, now: int) -> None:
         """Queue the timer work (expiries, rate boundaries) of every stripe of ``table``."""
         for stripe in range(len(table.stripes)):
             self._queues[stripe % self.count].put((table.refresh, (stripe, now), 0))
 
-    def _run(self, jobs: queue.SimpleQueue) -> None:
+    def _run(self, index: int, jobs: queue.SimpleQueue) -> None:
+        applied = self._applied
         while True:
             job = jobs.get()
+            woke = time.monotonic()
             while True:
                 if job is _STOP:
                     return
@@ -75,7 +90,13 @@ class Workers:
                     func(*args)
                 except Exception:  # a bug must not kill the worker: log it, go on
                     log.exception("worker job %s failed", getattr(func, "__qualname__", func))
-                self.applied += count
+                applied[index] += count
+                # Wake the loop when the queue is drained, and at least every
+                # WAKE_INTERVAL under sustained load, so pushes never starve.
+                now = time.monotonic()
+                if now - woke >= WAKE_INTERVAL:
+                    self._notify()
+                    woke = now
                 try:
                     job = jobs.get_nowait()
                 except queue.Empty:
