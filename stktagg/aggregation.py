@@ -27,7 +27,7 @@ from .config import Aggregations, Peer, PeerRole
 from .schema import Field
 from .session import OutTable, PeerSession
 from .table import AggTable, TableMode
-from .wire import TableDefinition, compile_body_encoder
+from .wire import TableDefinition, UpdateBatch, compile_body_encoder
 
 log = logging.getLogger(__name__)
 
@@ -136,17 +136,17 @@ class Section:
         return session.define_table(d.name, d.key_type, d.key_len, d.data_types, d.expire or 0, d.params)
 
     @staticmethod
-    def encode_changes(table: AggTable, changed: list, now: int) -> list[tuple[bytes, int]] | None:
-        """Each changed key's update body, encoded once for every peer (None: encode per peer)."""
+    def encode_changes(table: AggTable, changed: list, now: int) -> UpdateBatch | None:
+        """The changed keys' updates, encoded and framed once for every peer (None: per peer)."""
         d = table.definition
         encode = compile_body_encoder(d.key_type, d.key_len, d.data_types, d.params)
         if encode is None:
             return None
-        return [(encode(key, values), expire_at - now) for key, values, expire_at in changed if expire_at > now]
+        return UpdateBatch([(encode(k, values), exp - now) for k, values, exp in changed if exp > now])
 
-    def push_bodies(self, session: PeerSession, table: AggTable, bodies: list, now: int) -> int:
-        session.send_bodies(self.out_table(session, table), bodies, now / 1000.0)
-        return len(bodies)
+    def push_batch(self, session: PeerSession, table: AggTable, batch: UpdateBatch, now: int) -> int:
+        session.send_batch(self.out_table(session, table), batch, now / 1000.0)
+        return len(batch)
 
     def push(self, session: PeerSession, table: AggTable, changed: list, now: int) -> int:
         """Send changed aggregates ``(key, values, expire_at)``; returns the count sent."""

@@ -59,7 +59,10 @@ RECONNECT_DELAY = 1.0
 RECONNECT_JITTER = 0.5
 #: Updates read but not yet applied by the workers above which the I/O thread
 #: stops reading from peers (resumes below half): bounded memory under overload.
-MAX_PENDING_UPDATES = 200_000
+MAX_PENDING_UPDATES = 50_000
+#: Keys pushed per loop turn at most (a stripe is never cut): the rest goes on
+#: at the next turn, after reads, timers and heartbeats.
+PUSH_BUDGET = 20_000
 
 
 #: Bytes of hello read, at most, to find which section a connection is for.
@@ -246,7 +249,7 @@ class PeerLink:
             self.backlog.setdefault(table.name, set()).update(k for k, _, _ in changed)
             return
         if bodies is not None:
-            sent = self.section.push_bodies(self.session, table, bodies, now)  # type: ignore[arg-type]
+            sent = self.section.push_batch(self.session, table, bodies, now)  # type: ignore[arg-type]
         else:
             sent = self.section.push(self.session, table, changed, now)  # type: ignore[arg-type]
         self.server.stats_updates_out += sent
@@ -276,6 +279,8 @@ class PeerLink:
                 self.transport.abort()
             return
         if self.session is not None:
+            if self.server.reading_paused:
+                self.session.not_reading(now)
             events = self.session.poll(now)
             if events or self.session.has_data_to_send():
                 self.handle(events)
@@ -295,7 +300,8 @@ class Server:
         self.listeners: list[Listener] = []
         self.workers = Workers(workers, self._wake_for_push)
         self._push_pending = False
-        self._reading_paused = False
+        self._push_cursor = 0
+        self.reading_paused = False
         self._cli_factory = cli_factory
         self._connecting: dict[tuple[str, str], object] = {}
         self._stopping = False
@@ -451,15 +457,15 @@ class Server:
         Memory stays bounded and acks keep meaning "taken": a peer whose
         socket we do not read slows down on its own (TCP flow control).
         """
-        if not self._reading_paused and self.workers.pending() > MAX_PENDING_UPDATES:
-            self._reading_paused = True
+        if not self.reading_paused and self.workers.pending() > MAX_PENDING_UPDATES:
+            self.reading_paused = True
             for link in self.links:
                 if link.transport is not None:
                     link.transport.pause_reading()
 
     def _resume_if_caught_up(self) -> None:
-        if self._reading_paused and self.workers.pending() < MAX_PENDING_UPDATES // 2:
-            self._reading_paused = False
+        if self.reading_paused and self.workers.pending() < MAX_PENDING_UPDATES // 2:
+            self.reading_paused = False
             for link in list(self.links):
                 if link.transport is not None and not link.transport.closed:
                     link.transport.resume_reading()
@@ -474,21 +480,38 @@ class Server:
             self.reactor.call_soon(self.push_round)
 
     def push_round(self) -> None:
+        """Push changed aggregates, at most PUSH_BUDGET keys per loop turn.
+
+        What is left stays dirty in its stripes and the round goes on at the
+        next turn, after the loop has served reads, timers and heartbeats: a
+        huge backlog never blocks the loop for long.
+        """
         self._push_pending = False
         now = now_ms()
-        for section in self.sections:
+        budget = PUSH_BUDGET
+        for section, table in self._tables_in_turn():
             links = [l for (name, _), l in self.established.items() if name == section.name and l.is_established()]
-            for table in list(section.tables.values()):
-                changed = []
-                for stripe in range(len(table.stripes)):
-                    changed += table.take_dirty(stripe, now)
-                if not changed:
-                    continue
-                receivers = [link for link in links if table in section.tables_for(link.peer)]  # type: ignore[arg-type]
-                bodies = section.encode_changes(table, changed, now) if len(receivers) > 1 else None
-                for link in receivers:
-                    link.push(table, changed, now, bodies)
+            for stripe in range(len(table.stripes)):
+                changed = table.take_dirty(stripe, now)
+                if changed:
+                    receivers = [l for l in links if table in section.tables_for(l.peer)]  # type: ignore[arg-type]
+                    bodies = section.encode_changes(table, changed, now) if len(receivers) > 1 else None
+                    for link in receivers:
+                        link.push(table, changed, now, bodies)
+                    budget -= len(changed)
+                if budget <= 0:
+                    self._schedule_push()
+                    self._resume_if_caught_up()
+                    return
         self._resume_if_caught_up()
+
+    def _tables_in_turn(self) -> list:
+        """Every (section, table), starting after the one a cut-short round ended with."""
+        pairs = [(section, table) for section in self.sections for table in list(section.tables.values())]
+        if pairs:
+            self._push_cursor = (self._push_cursor + 1) % len(pairs)
+            pairs = pairs[self._push_cursor:] + pairs[: self._push_cursor]
+        return pairs
 
 
 def _format_address(address: object) -> str:

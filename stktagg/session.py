@@ -68,7 +68,7 @@ from .wire import (
     TableDefinition,
     TableSwitch,
     Update,
-    frame_updates,
+    UpdateBatch,
 )
 
 #: Send a heartbeat after this long without sending anything (HAProxy's
@@ -347,6 +347,10 @@ class PeerSession:
             self.stats.heartbeats_out += 1
         return []
 
+    def not_reading(self, now: float) -> None:
+        """We are not reading the peer's socket (backpressure): its silence is ours, not its."""
+        self._last_received = now
+
     def close(self, reason: str = "closed locally") -> Closed:
         """End the session from our side (no message is sent; the owner closes the socket)."""
         if self.state is State.CLOSED:
@@ -528,24 +532,20 @@ class PeerSession:
         self.stats.updates_out += 1
         return update_id
 
-    def send_bodies(self, table: OutTable, bodies: list[tuple[bytes, int | None]], now: float) -> None:
-        """Queue updates already encoded by ``wire.compile_body_encoder``: ``(body, expire)`` each.
-
-        The fast form of ``send_update`` for pushing one change to many peers:
-        the body is encoded once, each session adds its header and its ids.
-        """
+    def send_batch(self, table: OutTable, batch: UpdateBatch, now: float) -> None:
+        """Queue a push round's updates, framed once for all sessions (``wire.UpdateBatch``)."""
         self._require_established()
-        if not bodies:
+        if not len(batch):
             return
         if self._encoder.current is not table.definition:
             self._send(table.definition, now)
         first = (table.last_pushed + 1) & 0xFFFFFFFF or 1
-        data, last = frame_updates(bodies, first, timed=self.version[1] >= 1)
+        self._queue(batch.frame(first, timed=self.version[1] >= 1), now)
+        last = (first + len(batch) - 1) & 0xFFFFFFFF
         table.last_pushed = last
         self._encoder.last_update_id[table.definition.table_id] = last
-        self._queue(data, now)
-        self.stats.messages_out += len(bodies)
-        self.stats.updates_out += len(bodies)
+        self.stats.messages_out += len(batch)
+        self.stats.updates_out += len(batch)
 
     def request_resync(self, now: float) -> None:
         """Ask the peer to teach us its whole tables (``00 00``)."""

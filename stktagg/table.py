@@ -13,7 +13,8 @@ short reads (pushes, teaches, the CLI). Methods whose names end in
 
 Memory. One key is one ``array('Q')`` (no per-peer or per-value objects):
 ``[deadline, record, record, ...]`` where a record is one peer's entry laid
-out by ``Layout``: ``[peer, expire_at, received_at, slots of each field]``;
+out by ``Layout``: ``[peer << 48 | expire_at, received_at (only when needed),
+slots of each field]``;
 a counter or tag takes one slot, a frequency counter three (its period's
 start on our clock, curr, prev). A server key, the only non-integer type, is
 kept in a side dict. Applying an update only writes the peer's record and
@@ -31,7 +32,7 @@ import time
 from array import array
 from dataclasses import dataclass, field
 
-from .datatypes import U32_MAX, U64_MAX, align_sum, freq_to_wire, sum_rotated
+from .datatypes import U32_MAX, U64_MAX, align_sum, freq_to_wire
 from .schema import Combine, Field, StdType
 from .wire import TableDefinition
 
@@ -44,6 +45,10 @@ MAX_ENTRIES = 2_000_000
 #: Added to the monotonic clock by the daemon (``server.now_ms``): 2**36 ms, about
 #: 2 years, above any period or expiry a peer can announce (32-bit ms).
 CLOCK_BASE_MS = 1 << 36
+#: A record's first slot holds the peer's index above PEER_SHIFT and its
+#: entry's expiry (ms, well under 2**48 with the clock base) below.
+PEER_SHIFT = 48
+EXPIRE_MASK = (1 << PEER_SHIFT) - 1
 #: Timer granularity (ms): keys due in the same slice are recomputed together.
 TIMER_SLICE = 100
 _NO_SERVER = object()
@@ -63,11 +68,14 @@ class TableMode(enum.Enum):
 class Layout:
     """Where each field's values sit in a peer record, and how they combine."""
 
-    def __init__(self, fields: tuple[Field, ...]) -> None:
+    def __init__(self, fields: tuple[Field, ...], keep_received: bool = True) -> None:
         self.fields = fields
+        #: The receive time is kept only when something needs the latest entry
+        #: (server ids and keys, forwarded tables): 8 bytes per peer and key.
+        self.keep_received = keep_received or any(f.info.combine is Combine.LATEST for f in fields)
         #: per field: (first slot, elements, std type, combine, period)
         self.columns = []
-        slot = 3  # peer, expire_at, received_at
+        slot = 2 if self.keep_received else 1  # peer << 48 | expire_at[, received_at]
         for f in fields:
             width = 3 if f.info.std is StdType.FRQP else 1
             self.columns.append((slot, f.count, width, f.info.std, f.info.combine, f.period or 0, f.info.is_array))
@@ -128,7 +136,7 @@ class Layout:
         """
         values = []
         deadline = 0
-        latest = max(live, key=lambda at: arr[at + 2]) if live else 0
+        latest = max(live, key=lambda at: arr[at + 1]) if live and self.keep_received else 0
         for slot, count, width, std, combine, period, is_array in self.columns:
             elements = []
             for i in range(count):
@@ -151,7 +159,7 @@ class Layout:
     @staticmethod
     def _latest(arr: array, at: int, off: int, std: StdType, server_keys: dict, key: bytes, i: int) -> object:
         if std is StdType.DICT:
-            return server_keys.get((key, arr[at], i)) if arr[at + off] else None
+            return server_keys.get((key, arr[at] >> PEER_SHIFT, i)) if arr[at + off] else None
         value = arr[at + off]
         return value - (1 << 64) if std is StdType.SINT and value >= 1 << 63 else value
 
@@ -181,7 +189,7 @@ class AggTable:
         self.name = definition.name
         self.mode = mode
         self.fields: tuple[Field, ...] = definition.codec.fields
-        self.layout = Layout(self.fields)
+        self.layout = Layout(self.fields, keep_received=mode is TableMode.FORWARD)
         self.expire_ms = definition.expire or 0
         self.stripes = [Stripe() for _ in range(stripes)]
         self._per_stripe_max = max(1, max_entries // stripes)
@@ -202,6 +210,7 @@ class AggTable:
         """
         convert = self._converter(in_fields)
         fast_pack = self.layout.fast_pack if convert is None else None
+        keep_received = self.layout.keep_received
         stripe = self.stripes[stripe_index]
         table_expire = self.expire_ms
         layout = self.layout
@@ -218,15 +227,16 @@ class AggTable:
                     arr = entries[key] = array("Q", (0,))
                 at = _find(arr, peer, size)
                 if at < 0:
+                    # A new array of the exact size: extend() would over-allocate.
                     at = len(arr)
-                    arr.extend(self._blank)
-                    arr[at] = peer
+                    arr = entries[key] = arr + self._blank
                 if expire is None or not table_expire:
                     lifetime = table_expire if expire is None else expire
                 else:
                     lifetime = expire if expire < table_expire else table_expire
-                arr[at + 1] = now + lifetime
-                arr[at + 2] = now
+                arr[at] = peer << PEER_SHIFT | (now + lifetime)
+                if keep_received:
+                    arr[at + 1] = now
                 if fast_pack is not None:
                     fast_pack(values, arr, at, now)
                 else:
@@ -257,7 +267,7 @@ class AggTable:
         size = self.layout.record
         oldest_key, oldest = None, None
         for key, arr in stripe.entries.items():
-            last = max((arr[at + 1] for at in range(1, len(arr), size)), default=0)
+            last = max((arr[at] & EXPIRE_MASK for at in range(1, len(arr), size)), default=0)
             if last <= now and (oldest is None or last < oldest):
                 oldest_key, oldest = key, last
         if oldest_key is None:
@@ -317,19 +327,19 @@ class AggTable:
             deadline = next_expiry if not rate_due or next_expiry < rate_due else rate_due
             self._schedule_locked(stripe, key, arr, deadline)
             return values, expire_at
-        live = [at for at in range(1, len(arr), size) if arr[at + 1] > now]
+        live = [at for at in range(1, len(arr), size) if arr[at] & EXPIRE_MASK > now]
         if not live:
             arr[0] = 0
             return None
         if self.mode is TableMode.FORWARD:
-            newest = max(live, key=lambda at: arr[at + 2])
-            values = self.layout.unpack(arr, newest, now, stripe.server_keys, (key, arr[newest]))
-            expire_at, rate_due = arr[newest + 1], 0
+            newest = max(live, key=lambda at: arr[at + 1])
+            values = self.layout.unpack(arr, newest, now, stripe.server_keys, (key, arr[newest] >> PEER_SHIFT))
+            expire_at, rate_due = arr[newest] & EXPIRE_MASK, 0
             next_expiry = expire_at
         else:
             values, rate_due = self.layout.combine(arr, live, now, stripe.server_keys, key)
-            expire_at = max(arr[at + 1] for at in live)
-            next_expiry = min(arr[at + 1] for at in live)
+            expire_at = max(arr[at] & EXPIRE_MASK for at in live)
+            next_expiry = min(arr[at] & EXPIRE_MASK for at in live)
         deadline = next_expiry if not rate_due or next_expiry < rate_due else rate_due
         self._schedule_locked(stripe, key, arr, deadline)
         return values, expire_at
@@ -363,16 +373,17 @@ class AggTable:
         size = self.layout.record
         peers = {}
         for at in range(1, len(arr), size):
-            values = self.layout.unpack(arr, at, now, stripe.server_keys, (key, arr[at]))
-            peers[arr[at]] = (values, arr[at + 1], arr[at + 2])
-        live = [at for at in range(1, len(arr), size) if arr[at + 1] > now]
+            peer = arr[at] >> PEER_SHIFT
+            values = self.layout.unpack(arr, at, now, stripe.server_keys, (key, peer))
+            peers[peer] = (values, arr[at] & EXPIRE_MASK, arr[at + 1] if self.layout.keep_received else 0)
+        live = [at for at in range(1, len(arr), size) if arr[at] & EXPIRE_MASK > now]
         if not live:
             return key, None, 0, peers
         if self.mode is TableMode.FORWARD:
-            newest = max(live, key=lambda at: arr[at + 2])
-            return key, peers[arr[newest]][0], arr[newest + 1], peers
+            newest = max(live, key=lambda at: arr[at + 1])
+            return key, peers[arr[newest] >> PEER_SHIFT][0], arr[newest] & EXPIRE_MASK, peers
         values, _ = self.layout.combine(arr, live, now, stripe.server_keys, key)
-        return key, values, max(arr[at + 1] for at in live), peers
+        return key, values, max(arr[at] & EXPIRE_MASK for at in live), peers
 
     def __len__(self) -> int:
         """Entries in the table (approximate: not reliable while workers write)."""
@@ -394,7 +405,7 @@ class AggTable:
 def _find(arr: array, peer: int, size: int) -> int:
     """The offset of ``peer``'s record in a key's array, or -1."""
     for at in range(1, len(arr), size):
-        if arr[at] == peer:
+        if arr[at] >> PEER_SHIFT == peer:
             return at
     return -1
 
@@ -416,7 +427,7 @@ def combine(arr, now, size):
     expire_min = 0
 {init}
     for at in range(1, len(arr), size):
-        expire_at = arr[at + 1]
+        expire_at = arr[at] & EXPIRE_MASK
         if expire_at <= now:
             continue
         live += 1
@@ -424,9 +435,7 @@ def combine(arr, now, size):
             expire_max = expire_at
         if not expire_min or expire_at < expire_min:
             expire_min = expire_at
-        if arr[at + 2] > newest:
-            newest = arr[at + 2]
-            newest_at = at
+{track_newest}
 {loop}
     if not live:
         return None
@@ -456,25 +465,41 @@ def _gen_combine(layout: "Layout"):
                 if std is StdType.SINT:
                     finish.append(f"    if {name} >= 1 << 63: {name} -= 1 << 64")
             else:
-                init.append(f"    {name} = []")
+                # Rates: rotate each counter to now, then sum after aligning on
+                # the earliest start B (datatypes.sum_rotated), in one pass:
+                # C = sum(c) + (sum(p * s) - B * sum(p)) / P.
+                sc, sp, sps, b = f"{name}c", f"{name}p", f"{name}ps", f"{name}b"
+                init.append(f"    {sc} = {sp} = {sps} = 0; {b} = -1")
                 loop += [
                     f"{pad}start = arr[at + {off}]; curr = arr[at + {off + 1}]; prev = arr[at + {off + 2}]",
                     f"{pad}if curr or prev:",
                     f"{pad}    elapsed = now - start",
-                    f"{pad}    if elapsed < {period}:",
-                    f"{pad}        {name}.append((start, curr, prev))",
-                    f"{pad}    elif elapsed < {2 * period} and curr:",
-                    f"{pad}        {name}.append((start + {period}, 0, curr))",
+                    f"{pad}    if elapsed >= {period}:",
+                    f"{pad}        if elapsed >= {2 * period} or not curr:",
+                    f"{pad}            curr = prev = 0",
+                    f"{pad}        else:",
+                    f"{pad}            start += {period}; prev = curr; curr = 0",
+                    f"{pad}    if curr or prev:",
+                    f"{pad}        {sc} += curr; {sp} += prev; {sps} += prev * start",
+                    f"{pad}        if {b} < 0 or start < {b}: {b} = start",
                 ]
-                finish += [f"    {name}, d = sum_rotated({name}, now, {period})",
-                           f"    if d and (not due or d < due): due = d"]
+                finish += [
+                    f"    if {b} < 0:",
+                    f"        {name} = (0, 0, 0)",
+                    "    else:",
+                    f"        {sc} += ({sps} - {b} * {sp} + {period // 2}) // {period}",
+                    f"        {name} = (now - {b}, {sc} if {sc} < {U32_MAX} else {U32_MAX}, {sp} if {sp} < {U32_MAX} else {U32_MAX})",
+                    f"        if not due or {b} + {period} < due: due = {b} + {period}",
+                ]
             elements.append(name)
         values.append(f"({', '.join(elements)},)" if is_array else elements[0])
+    track = ("        if arr[at + 1] > newest:\n            newest = arr[at + 1]\n            newest_at = at"
+             if layout.keep_received else "")
     source = _COMBINE_TEMPLATE.format(
-        init="\n".join(init) or "    pass", loop="\n".join(loop) or "        pass",
+        track_newest=track, init="\n".join(init) or "    pass", loop="\n".join(loop) or "        pass",
         finish="\n".join(finish) or "    pass", values=", ".join(values),
     )
-    namespace = {"sum_rotated": sum_rotated}
+    namespace: dict = {"EXPIRE_MASK": EXPIRE_MASK}
     exec(source, namespace)  # generated from our own template only
     return namespace["combine"]
 

@@ -276,24 +276,28 @@ class MessageDecoder:
         msg_class, msg_type, payload, _ = got
         return self.decode_frame(msg_class, msg_type, payload)
 
-    def next_run(self, limit: int = 4096) -> tuple[TableDefinition, list, int] | None:
+    def next_run(self, limit: int = 1 << 20) -> tuple[TableDefinition, list, int] | None:
         """A run of whole update frames of the current table, decoded fast.
 
         Returns ``(table, [(key, values, expire), ...], last update id)``, or
         None when the next frame is anything else (then call ``next_message``).
         """
         table = self.current
-        if table is None:
+        if table is None or self.frames.buffered() < 3:
             return None
         decode = compile_run_decoder(table.key_type, table.key_len, table.data_types, table.params)
         if decode is None:
             return None
         frames = self.frames
         last = self.last_update_id.get(table.table_id, 0)
-        items, pos, last = decode(frames._buf, frames._pos, len(frames._buf), last, limit, frames.max_size)
+        if frames._buf[frames._pos] != 10:  # not a stick-table message: not a run
+            return None
+        # Slicing bytes yields bytes: one copy per key instead of two.
+        data = bytes(frames._buf[frames._pos :])
+        items, pos, last = decode(data, 0, len(data), last, limit, frames.max_size)
         if not items:
             return None
-        frames._pos = pos
+        frames._pos += pos
         self.last_update_id[table.table_id] = last
         return table, items, last
 
@@ -646,21 +650,45 @@ def _bad_key(key: bytes) -> bytes:
     raise LocalProtocolError(f"key of {len(key)} bytes does not fit the table's key length")
 
 
-def frame_updates(bodies: list[tuple[bytes, int | None]], first_id: int, timed: bool) -> tuple[bytes, int]:
-    """Frame update bodies with explicit ids from ``first_id`` (0x85 when timed and an expire is given).
+class UpdateBatch:
+    """Update bodies framed once for every receiver of a push round.
 
-    Returns (bytes, last id used).
+    Each session sends the first body with its own explicit id (0x85, or
+    0x80 to a 2.0 peer) and then the shared tail, whose ids are implied
+    (0x86 / 0x81): the tail's bytes are the same for every session, so a
+    round costs one framing however many peers it goes to. (HAProxy 3.3+
+    byte-swaps implied ids in its acks, reference §5.2; acks are information
+    only to us, so only the ``ack`` column of ``show aggrs`` is affected.)
     """
-    parts = []
-    uid = first_id
-    pack_one, pack_two = _BE32_FROM.pack, _BE32X2.pack
-    for body, expire in bodies:
-        if timed and expire is not None:
-            parts.append(b"\x0a\x85" + _varint_bytes(8 + len(body)) + pack_two(uid, expire) + body)
+
+    def __init__(self, bodies: list[tuple[bytes, int]]) -> None:
+        self.bodies = bodies
+        self._tails: dict[bool, bytes] = {}
+
+    def __len__(self) -> int:
+        return len(self.bodies)
+
+    def frame(self, first_id: int, timed: bool) -> bytes:
+        """The whole batch for one session whose next update id is ``first_id``."""
+        body, expire = self.bodies[0]
+        if timed:
+            head = b"\x0a\x85" + _varint_bytes(8 + len(body)) + _BE32X2.pack(first_id, expire) + body
         else:
-            parts.append(b"\x0a\x80" + _varint_bytes(4 + len(body)) + pack_one(uid) + body)
-        uid = (uid + 1) & 0xFFFFFFFF or 1
-    return b"".join(parts), (uid - 1) & 0xFFFFFFFF or 0xFFFFFFFF
+            head = b"\x0a\x80" + _varint_bytes(4 + len(body)) + _BE32_FROM.pack(first_id) + body
+        tail = self._tails.get(timed)
+        if tail is None:
+            tail = self._tails[timed] = self._frame_tail(timed)
+        return head + tail
+
+    def _frame_tail(self, timed: bool) -> bytes:
+        parts = []
+        pack = _BE32_FROM.pack
+        for body, expire in self.bodies[1:]:
+            if timed:
+                parts.append(b"\x0a\x86" + _varint_bytes(4 + len(body)) + pack(expire) + body)
+            else:
+                parts.append(b"\x0a\x81" + _varint_bytes(len(body)) + body)
+        return b"".join(parts)
 
 
 _BE32X2 = struct.Struct("!II")

@@ -338,6 +338,13 @@ class TestEstablished:
         events = session.poll(6.0)
         assert isinstance(events[0], Closed) and "silent" in events[0].reason
 
+    def test_silence_while_we_do_not_read_is_not_the_peers(self):
+        session = established(0.0)
+        for t in (2.0, 4.0, 6.0, 8.0):
+            session.not_reading(t)  # backpressure: the owner is not reading the socket
+            assert session.poll(t) == []
+        assert session.state is State.ESTABLISHED
+
     def test_end_of_input_closes(self):
         session = established()
         events = session.receive_data(b"", 1.0)

@@ -1191,3 +1191,37 @@ class TestFormatKey:
     def test_integer_key_is_be32(self):
         assert integer_key(42) == h("00 00 00 2a")
         assert integer_key(-1) == h("ff ff ff ff")
+
+
+class TestUpdateBatch:
+    """A push round framed once: explicit first id per session, implied ids after."""
+
+    DEFINITION = TableDefinition(1, b"t.aggr", 4, 4, (1 << 9) | (1 << 10), 3_600_000, ((10, 10_000),))
+
+    def decoded(self, first_id: int, timed: bool) -> list:
+        from stktagg.wire import UpdateBatch, compile_body_encoder
+
+        d = self.DEFINITION
+        encode = compile_body_encoder(d.key_type, d.key_len, d.data_types, d.params)
+        bodies = [(encode(bytes((10, 0, 0, i)), (i, (5, i, 1))), 1000 + i) for i in range(3)]
+        encoder = MessageEncoder()
+        decoder = MessageDecoder()
+        decoder.feed(encoder.encode(d) + UpdateBatch(bodies).frame(first_id, timed))
+        messages = []
+        while (m := decoder.next_message()) is not None:
+            messages.append(m)
+        return messages[1:]
+
+    def test_timed_batch_decodes_to_consecutive_ids_with_expiries(self):
+        updates = self.decoded(41, timed=True)
+        assert [(u.type, u.update_id, u.expire, u.values[0]) for u in updates] == [
+            (StkType.UPDATE_TIMED, 41, 1000, 0),
+            (StkType.INCREMENTAL_UPDATE_TIMED, 42, 1001, 1),
+            (StkType.INCREMENTAL_UPDATE_TIMED, 43, 1002, 2),
+        ]
+
+    def test_batch_for_a_2_0_peer_has_no_expiries(self):
+        updates = self.decoded(7, timed=False)
+        assert [(u.type, u.update_id, u.expire) for u in updates] == [
+            (StkType.UPDATE, 7, None), (StkType.INCREMENTAL_UPDATE, 8, None), (StkType.INCREMENTAL_UPDATE, 9, None),
+        ]
