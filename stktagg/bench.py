@@ -212,6 +212,10 @@ def run_sessions(args: argparse.Namespace, names: list[str], first_index: int, r
         if per_session:  # token bucket: at most 50 ms of burst
             for s in sessions:
                 s.tokens = min(s.tokens + (now - last) * per_session, per_session * 0.05 + 1)
+                # Ask for write readiness only with something to write: a socket
+                # is nearly always writable, and select() would spin.
+                wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if s.tokens >= 1 or s.out else 0)
+                sel.modify(s.sock, wanted, s)
         last = now
         if now >= next_probe and sessions[0].prober:
             probe_value += 1
@@ -224,7 +228,7 @@ def run_sessions(args: argparse.Namespace, names: list[str], first_index: int, r
             for s in sessions:
                 s.out.append(b"\x00\x04")
             next_beat = now + 1.0
-        for key, events in sel.select(timeout=0.002):
+        for key, events in sel.select(timeout=0.001 if per_session else 0.002):
             s = key.data
             if events & selectors.EVENT_READ:
                 try:
@@ -305,7 +309,7 @@ def spawn_target(kind: str, args: argparse.Namespace, workdir: str) -> subproces
         path = os.path.join(workdir, "aggr.cfg")
         open(path, "w").write("\n".join(lines) + "\n")
         entry = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hapee_stktagg.py")
-        argv = [sys.executable, entry, "-f", path, *(["-W", str(args.workers)] if args.workers else [])]
+        argv = [sys.executable, entry, "-f", path, *(["-W", str(args.workers)] if args.workers is not None else [])]
     else:
         lines = ["global", f"    localpeer {args.target_name}", "    nbthread 1",
                  f"    stats socket {workdir}/hap.sock", "backend mytable.local",
@@ -499,7 +503,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--target-name", default="AGGR", help="the target's local peer name")
     p.add_argument("--target-pid", type=int, help="pid of the target, for its CPU and RSS")
     p.add_argument("--spawn", choices=("stktagg", "haproxy"), help="start the target with a generated config")
-    p.add_argument("--workers", type=int, default=0, help="with --spawn stktagg: its worker threads (-W)")
+    p.add_argument("--workers", type=int, help="with --spawn stktagg: its worker threads (-W; 0: none, apply in the I/O thread)")
     p.add_argument("--peers", type=int, default=4)
     p.add_argument("--keys", type=int, default=100_000)
     p.add_argument("--duration", type=float, default=10.0)

@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(config: Config, args: argparse.Namespace, daemon: bool) -> int:
     reactor = Reactor()
-    server = Server(config, reactor, workers=max(1, args.workers), cli_factory=CliConnection)
+    server = Server(config, reactor, workers=max(0, args.workers), cli_factory=CliConnection)
     try:
         server.bind()
         chown_stats_sockets(config)

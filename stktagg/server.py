@@ -63,6 +63,8 @@ MAX_PENDING_UPDATES = 50_000
 #: Keys pushed per loop turn at most (a stripe is never cut): the rest goes on
 #: at the next turn, after reads, timers and heartbeats.
 PUSH_BUDGET = 20_000
+#: Push rounds are at least this far apart (s); the first after a quiet spell goes at once.
+PUSH_INTERVAL = 0.005
 
 
 #: Bytes of hello read, at most, to find which section a connection is for.
@@ -228,13 +230,18 @@ class PeerLink:
             logging.WARNING if event.error is not None or event.status not in (None, 200) else logging.INFO,
             "%s: session with peer %s (%s) closed: %s", self.section.name, name or "?", self.address, event.reason,
         )
-        self.flush()
+        self.write_now()  # the status or error message goes out before the close
         if self.transport is not None:
             self.transport.close()
 
     # -- sending ----------------------------------------------------------------------
 
     def flush(self) -> None:
+        """Have what the session queued written at the end of this loop turn (one send per turn)."""
+        if self.session is not None and self.session.has_data_to_send():
+            self.server.want_flush(self)
+
+    def write_now(self) -> None:
         if self.session is not None and self.transport is not None and not self.transport.closed:
             data = self.session.data_to_send()
             if data:
@@ -300,6 +307,8 @@ class Server:
         self.listeners: list[Listener] = []
         self.workers = Workers(workers, self._wake_for_push)
         self._push_pending = False
+        self._last_push = 0.0
+        self._to_flush: set[PeerLink] = set()
         self._push_cursor = 0
         self.reading_paused = False
         self._cli_factory = cli_factory
@@ -471,13 +480,39 @@ class Server:
                     link.transport.resume_reading()
 
     def _wake_for_push(self) -> None:
-        """Called by worker threads: schedule one push round in the loop."""
-        self.reactor.call_soon_threadsafe(self._schedule_push)
+        """Called by worker threads: schedule one push round in the loop.
+
+        Nothing to do when a round is already pending: it reads the dirty
+        keys when it runs, so it includes what the worker just applied. (A
+        plain read of a flag another thread writes; a stale False only costs
+        one needless wake-up.)
+        """
+        if not self._push_pending:
+            self.reactor.call_soon_threadsafe(self._schedule_push)
 
     def _schedule_push(self) -> None:
+        """A push round soon: at once after a quiet spell, else PUSH_INTERVAL after the last one.
+
+        Spacing rounds lets each carry more keys (fewer, larger writes; a key
+        changed several times goes out once) for at most PUSH_INTERVAL of delay.
+        """
         if not self._push_pending:
             self._push_pending = True
-            self.reactor.call_soon(self.push_round)
+            delay = self._last_push + PUSH_INTERVAL - self.reactor.time()
+            if delay > 0:
+                self.reactor.call_later(delay, self.push_round)
+            else:
+                self.reactor.call_soon(self.push_round)
+
+    def want_flush(self, link: PeerLink) -> None:
+        if not self._to_flush:
+            self.reactor.call_soon(self._flush_links)
+        self._to_flush.add(link)
+
+    def _flush_links(self) -> None:
+        links, self._to_flush = self._to_flush, set()
+        for link in links:
+            link.write_now()
 
     def push_round(self) -> None:
         """Push changed aggregates, at most PUSH_BUDGET keys per loop turn.
@@ -487,6 +522,7 @@ class Server:
         huge backlog never blocks the loop for long.
         """
         self._push_pending = False
+        self._last_push = self.reactor.time()
         now = now_ms()
         budget = PUSH_BUDGET
         for section, table in self._tables_in_turn():

@@ -622,12 +622,12 @@ def compile_body_encoder(key_type: int, key_len: int, mask: int, params: tuple[t
             if f.info.std is StdType.FRQP:
                 trio = [f"f{index}_{element}_{k}" for k in range(3)]
                 names.append(f"({', '.join(trio)})")
-                parts += [f"V({n})" for n in trio]
+                parts += [f"(S[{n}] if 0 <= {n} < 240 else V({n}))" for n in trio]
             else:
                 name = f"f{index}_{element}"
                 names.append(name)
                 parts.append(f"V({name} + (1 << 64) if {name} < 0 else {name})" if f.info.std is StdType.SINT
-                             else f"V({name})")
+                             else f"(S[{name}] if 0 <= {name} < 240 else V({name}))")
         target = f"({', '.join(names)},)" if f.info.is_array else names[0]
         unpack.append(target)
     if key_type == KeyType.STRING:
@@ -641,7 +641,7 @@ def compile_body_encoder(key_type: int, key_len: int, mask: int, params: tuple[t
         f"    ({', '.join(unpack)},) = values\n"
         f"    return b''.join(({key_part}, {values_part}))\n"
     )
-    namespace = {"V": _varint_bytes, "bad": _bad_key}
+    namespace = {"V": _varint_bytes, "S": _SMALL_VARINTS, "bad": _bad_key}
     exec(source, namespace)  # generated from our own template only
     return namespace["encode_body"]
 

@@ -31,8 +31,11 @@ class Workers:
     """A fixed pool of threads, each owning a share of every table's stripes."""
 
     def __init__(self, count: int, notify: Callable[[], None]) -> None:
-        if count < 1:
-            raise ValueError(f"need at least one worker, got {count}")
+        """``count`` threads; 0 applies every batch in the calling thread (for measurements)."""
+        if count < 0:
+            raise ValueError(f"worker count cannot be negative: {count}")
+        self.inline = count == 0
+        count = max(count, 1)
         self.count = count
         self._notify = notify
         self._queues: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(count)]
@@ -44,6 +47,8 @@ class Workers:
         self._applied = [0] * count  #: updates applied, one counter per worker (no lock needed)
 
     def start(self) -> None:
+        if self.inline:
+            return
         for thread in self._threads:
             thread.start()
 
@@ -60,9 +65,21 @@ class Workers:
         stripes = len(table.stripes)
         for item in items:
             by_stripe.setdefault(hash(item[0]) % stripes, []).append(item)
+        # One queue item per worker per batch: every put wakes a thread, and
+        # hand-offs (locks, the GIL) cost more than the work they carry.
+        per_worker: dict[int, list] = {}
         for stripe, part in by_stripe.items():
-            self._queues[stripe % self.count].put((table.apply, (stripe, peer, in_fields, part, now), len(part)))
+            per_worker.setdefault(stripe % self.count, []).append((stripe, part))
         self.submitted += len(items)
+        for worker, parts in per_worker.items():
+            job = (_apply_parts, (table, peer, in_fields, parts, now), sum(len(p) for _, p in parts))
+            if self.inline:
+                _apply_parts(*job[1])
+                self._applied[0] += job[2]
+            else:
+                self._queues[worker].put(job)
+        if self.inline:
+            self._notify()
 
     @property
     def applied(self) -> int:
@@ -74,10 +91,17 @@ class Workers:
 
     def submit_refresh(self, table: AggTable, now: int) -> None:
         """Queue the timer work (expiries, rate boundaries) of every stripe of ``table``."""
-        for stripe in range(len(table.stripes)):
-            self._queues[stripe % self.count].put((table.refresh, (stripe, now), 0))
+        for worker in range(self.count):
+            stripes = range(worker, len(table.stripes), self.count)
+            if self.inline:
+                _refresh(table, stripes, now)
+            else:
+                self._queues[worker].put((_refresh, (table, stripes, now), 0))
+        if self.inline:
+            self._notify()
 
     def _run(self, index: int, jobs: queue.SimpleQueue) -> None:
+        """A worker's loop: apply queued jobs, wake the loop (see the module docstring)."""
         applied = self._applied
         while True:
             job = jobs.get()
@@ -102,3 +126,13 @@ class Workers:
                 except queue.Empty:
                     break
             self._notify()
+
+
+def _apply_parts(table: AggTable, peer: int, in_fields: tuple, parts: list, now: int) -> None:
+    for stripe, items in parts:
+        table.apply(stripe, peer, in_fields, items, now)
+
+
+def _refresh(table: AggTable, stripes: range, now: int) -> None:
+    for stripe in stripes:
+        table.refresh(stripe, now)

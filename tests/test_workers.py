@@ -1,0 +1,41 @@
+"""Workers: batches applied by the stripes' owners (or inline), with a wake-up when done."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from stktagg.table import AggTable, TableMode
+from stktagg.wire import TableDefinition
+from stktagg.workers import Workers
+
+DEF = TableDefinition(0, b"t.aggr", 6, 33, 1 << 9, 60_000, ())
+
+
+@pytest.mark.parametrize("count", [0, 1, 3])
+def test_every_update_is_applied_and_the_loop_is_woken(count):
+    table = AggTable(DEF, TableMode.AGGREGATE)
+    woken = threading.Event()
+    workers = Workers(count, woken.set)
+    workers.start()
+    try:
+        for peer in range(4):
+            workers.submit_updates(table, peer, table.fields, [(f"k{i}".encode(), (1,), None) for i in range(500)], 0)
+        assert woken.wait(5)
+        deadline = threading.Event()
+        for _ in range(500):
+            if workers.pending() == 0:
+                break
+            deadline.wait(0.01)  # polling interval; the loop bound decides
+        assert workers.pending() == 0 and workers.applied == 2000
+        assert len(table) == 500 and table.lookup(b"k7", 0)[0] == (4,)
+    finally:
+        workers.stop()
+
+
+def test_inline_mode_applies_before_returning():
+    table = AggTable(DEF, TableMode.AGGREGATE)
+    workers = Workers(0, lambda: None)
+    workers.submit_updates(table, 0, table.fields, [(b"x", (3,), None)], 0)
+    assert table.lookup(b"x", 0)[0] == (3,)
