@@ -31,6 +31,9 @@ from .wire import TableDefinition, UpdateBatch, compile_body_encoder
 
 log = logging.getLogger(__name__)
 
+#: Tables per section at most, unless ``max-tables`` says otherwise.
+MAX_TABLES = 256
+
 
 class RouteKind(enum.Enum):
     AGGREGATE = "aggregate"
@@ -57,7 +60,7 @@ def suffix_of(name: str) -> str | None:
 class Section:
     """The state of one ``aggregations`` section: its peers' tables and the outputs."""
 
-    def __init__(self, config: Aggregations, **table_options) -> None:
+    def __init__(self, config: Aggregations, *, max_tables: int = MAX_TABLES, **table_options) -> None:
         self.config = config
         self.name = config.name
         self.local = config.local_peer
@@ -70,6 +73,7 @@ class Section:
         #: each peer's own definition of each table it sent us: (peer index, name) -> definition
         self.input_definitions: dict[tuple[int, bytes], TableDefinition] = {}
         self._table_options = table_options
+        self.max_tables = max_tables
 
     def peer(self, name: str) -> Peer | None:
         return self.config.peer(name)
@@ -100,13 +104,16 @@ class Section:
             return Route(RouteKind.IGNORE, None, (), "its definition lacks rate periods or array sizes")
         out_name = output.encode("utf-8", "surrogateescape")
         table = self._table(definition, out_name, TableMode.AGGREGATE)
-        self.sources.setdefault(out_name, definition.name)
-        self.input_definitions[(self.peer_index[peer.name], definition.name)] = definition
+        if table is not None:
+            self.sources.setdefault(out_name, definition.name)
+            self.input_definitions[(self.peer_index[peer.name], definition.name)] = definition
         return self._checked(table, definition, RouteKind.AGGREGATE)
 
-    def _table(self, definition: TableDefinition, out_name: bytes, mode: TableMode) -> AggTable:
+    def _table(self, definition: TableDefinition, out_name: bytes, mode: TableMode) -> AggTable | None:
         table = self.tables.get(out_name)
         if table is None:
+            if len(self.tables) >= self.max_tables:
+                return None  # a peer defining thousands of tables must not cost unbounded memory
             out_def = TableDefinition(
                 0, out_name, definition.key_type, definition.key_len, definition.data_types,
                 definition.expire or 0, definition.params,
@@ -114,8 +121,9 @@ class Section:
             table = self.tables[out_name] = AggTable(out_def, mode, **self._table_options)
         return table
 
-    @staticmethod
-    def _checked(table: AggTable, definition: TableDefinition, kind: RouteKind) -> Route:
+    def _checked(self, table: AggTable | None, definition: TableDefinition, kind: RouteKind) -> Route:
+        if table is None:
+            return Route(RouteKind.IGNORE, None, (), f"the section already has {self.max_tables} tables (max-tables)")
         out = table.definition
         if (definition.key_type, definition.key_len) != (out.key_type, out.key_len):
             return Route(RouteKind.IGNORE, None, (), "its key type or length differs from the other peers'")

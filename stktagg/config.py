@@ -40,6 +40,7 @@ TLS files named in the configuration).
 #                 | "stats" "socket" SOCKET { stats-option }  (repeatable)
 #                 | "log" LOG-TARGET [ FACILITY [ LEVEL [ LEVEL ] ] ]  (repeatable)
 #                 | "pidfile" PATH | "user" WORD | "group" WORD  (once each)
+#                 | "max-entries" N | "max-tables" N | "peer-address-check"  (once each)
 #   stats-option  = "mode" OCTAL | "user" WORD | "group" WORD
 #                 | "level" ( "user" | "operator" | "admin" )
 #   SOCKET        = PATH ("/..." | "./..." | "unix@...") | ADDRESS (port required)
@@ -342,6 +343,12 @@ class GlobalSection:
     pidfile: str | None
     user: str | None
     group: str | None
+    #: keys kept per table at most (``max-entries``); None: the built-in bound
+    max_entries: int | None = None
+    #: tables per aggregations section at most (``max-tables``); None: the built-in bound
+    max_tables: int | None = None
+    #: accept a peer only from the address of its ``peer`` line (``peer-address-check``)
+    peer_address_check: bool = False
 
 
 EMPTY_GLOBAL = GlobalSection(None, None, None, (), (), None, None, None)
@@ -766,6 +773,19 @@ def parse_id_keyword(line: Line, pos: int) -> tuple[int, str]:
     return pos, token.text
 
 
+def parse_count(line: Line, pos: int) -> tuple[int, int]:
+    """``max-entries <n>`` and ``max-tables <n>``: a whole number from 1."""
+    pos, token = take_value(line, pos, line[0], "a number")
+    if not token.text.isdigit() or int(token.text) < 1 or not token.text.isascii():
+        raise config_error(token.at, f"'{line[0].text}' expects a whole number of at least 1, not '{token.text}'")
+    return pos, int(token.text)
+
+
+def parse_flag(line: Line, pos: int) -> tuple[int, bool]:
+    """A keyword on its own (``peer-address-check``)."""
+    return pos, True
+
+
 LineRule = Callable[[Line, int], tuple[int, Any]]
 
 GLOBAL_RULES: dict[str, LineRule] = {
@@ -776,8 +796,12 @@ GLOBAL_RULES: dict[str, LineRule] = {
     "pidfile": parse_pidfile,
     "user": parse_id_keyword,
     "group": parse_id_keyword,
+    "max-entries": parse_count,
+    "max-tables": parse_count,
+    "peer-address-check": parse_flag,
 }
-GLOBAL_KEYWORDS_HELP = "cpu-map, source, stats socket, log, pidfile, user, group"
+GLOBAL_KEYWORDS_HELP = ("cpu-map, source, stats socket, log, pidfile, user, group, max-entries, max-tables, "
+                        "peer-address-check")
 
 
 @dataclass
@@ -804,7 +828,9 @@ class _GlobalState:
         return GlobalSection(
             self.values.get("cpu-map"), cpu_map.at if cpu_map else None,
             self.values.get("source"), tuple(self.lists["stats"]), tuple(self.lists["log"]),
-            self.values.get("pidfile"), self.values.get("user"), self.values.get("group"))
+            self.values.get("pidfile"), self.values.get("user"), self.values.get("group"),
+            self.values.get("max-entries"), self.values.get("max-tables"),
+            bool(self.values.get("peer-address-check")))
 
 
 def parse_global_section(lines: tuple[Line, ...], pos: int) -> tuple[int, GlobalSection]:
@@ -1259,6 +1285,11 @@ def dump_global(section: GlobalSection) -> str:
                            ("group", section.group)):
         if value is not None:
             out += _line(keyword, quote_word(value))
+    for keyword, number in (("max-entries", section.max_entries), ("max-tables", section.max_tables)):
+        if number is not None:
+            out += _line(keyword, str(number))
+    if section.peer_address_check:
+        out += _line("peer-address-check")
     return out
 
 

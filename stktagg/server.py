@@ -151,7 +151,16 @@ class PeerLink:
 
     def _is_declared(self, name: str) -> bool:
         peer = self.section.peer(name)
-        return peer is not None and peer.role is not PeerRole.LOCAL
+        if peer is None or peer.role is PeerRole.LOCAL:
+            return False
+        if self.server.config.global_.peer_address_check:
+            # Only from the declared address: a name alone authenticates nothing.
+            source = self.address.rsplit(":", 1)[0].strip("[]")
+            if source != peer.address.host:
+                log.warning("%s: hello as peer %s from %s, not its declared %s: refused",
+                            self.section.name, name, self.address, peer.address.host)
+                return False
+        return True
 
     def handle(self, events: list) -> None:
         batches: dict[int, tuple[Route, list]] = {}
@@ -299,7 +308,12 @@ class Server:
     def __init__(self, config: Config, reactor: Reactor, *, workers: int = 1, cli_factory: Callable | None = None) -> None:
         self.config = config
         self.reactor = reactor
-        self.sections = [Section(s) for s in config.aggregations]
+        limits = {}
+        if config.global_.max_tables is not None:
+            limits["max_tables"] = config.global_.max_tables
+        if config.global_.max_entries is not None:
+            limits["max_entries"] = config.global_.max_entries
+        self.sections = [Section(s, **limits) for s in config.aggregations]
         self.tls = {s.name: section_contexts(s) for s in config.aggregations}
         self.links: set[PeerLink] = set()
         self.established: dict[tuple[str, str], PeerLink] = {}
