@@ -11,9 +11,9 @@ export DEBIAN_FRONTEND=noninteractive
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 
-if ! command -v haproxy >/dev/null || ! command -v socat >/dev/null || ! command -v openssl >/dev/null; then
+if ! command -v haproxy >/dev/null || ! command -v socat >/dev/null || ! command -v openssl >/dev/null || ! command -v faketime >/dev/null; then
     $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq haproxy socat openssl >/dev/null
+    $SUDO apt-get install -y -qq haproxy socat openssl faketime >/dev/null
 fi
 
 # HAProxy 2.8 for the end-to-end tests that run on both versions.

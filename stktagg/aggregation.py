@@ -152,23 +152,27 @@ class Section:
             return None
         return UpdateBatch([(encode(k, values), exp - now) for k, values, exp in changed if exp > now])
 
-    def push_batch(self, session: PeerSession, table: AggTable, batch: UpdateBatch, now: int) -> int:
-        session.send_batch(self.out_table(session, table), batch, now / 1000.0)
+    def push_batch(self, session: PeerSession, table: AggTable, batch: UpdateBatch, session_now: float) -> int:
+        session.send_batch(self.out_table(session, table), batch, session_now)
         return len(batch)
 
-    def push(self, session: PeerSession, table: AggTable, changed: list, now: int) -> int:
-        """Send changed aggregates ``(key, values, expire_at)``; returns the count sent."""
+    def push(self, session: PeerSession, table: AggTable, changed: list, now: int, session_now: float) -> int:
+        """Send changed aggregates ``(key, values, expire_at)``; returns the count sent.
+
+        ``now`` is the tables' clock (ms), ``session_now`` the session's (s):
+        two clocks, never mixed.
+        """
         out = self.out_table(session, table)
         sent = 0
         for key, values, expire_at in changed:
             remaining = expire_at - now
             if values is None or remaining <= 0:
                 continue
-            session.send_update(out, key, values, now / 1000.0, expire=remaining)
+            session.send_update(out, key, values, session_now, expire=remaining)
             sent += 1
         return sent
 
-    def teach(self, session: PeerSession, peer: Peer, now: int) -> int:
+    def teach(self, session: PeerSession, peer: Peer, now: int, session_now: float) -> int:
         """Answer a resync request: the peer's own last entries, then our tables.
 
         A HAProxy restarted hard asks for this; it gets back its own counters
@@ -185,17 +189,17 @@ class Section:
                     source.name, source.key_type, source.key_len, source.data_types, source.expire or 0, source.params
                 )
                 mine = [(key, peers[index][0], peers[index][1]) for key, _, _, peers in rows[table.name] if index in peers]
-                sent += self._send_all(session, out, mine, now)
+                sent += self._send_all(session, out, mine, now, session_now)
         for table in tables:
-            sent += self.push(session, table, [(k, agg, exp) for k, agg, exp, _ in rows[table.name]], now)
-        session.finish_teach(now / 1000.0)
+            sent += self.push(session, table, [(k, agg, exp) for k, agg, exp, _ in rows[table.name]], now, session_now)
+        session.finish_teach(session_now)
         return sent
 
     @staticmethod
-    def _send_all(session: PeerSession, out: OutTable, rows: list, now: int) -> int:
+    def _send_all(session: PeerSession, out: OutTable, rows: list, now: int, session_now: float) -> int:
         sent = 0
         for key, values, expire_at in rows:
             if expire_at > now:
-                session.send_update(out, key, values, now / 1000.0, expire=expire_at - now)
+                session.send_update(out, key, values, session_now, expire=expire_at - now)
                 sent += 1
         return sent

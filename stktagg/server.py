@@ -173,7 +173,7 @@ class PeerLink:
             elif isinstance(event, TableDefined):
                 self._define(event.definition)
             elif isinstance(event, ResyncRequested):
-                sent = self.section.teach(self.session, self.peer, now_ms())  # type: ignore[arg-type]
+                sent = self.section.teach(self.session, self.peer, now_ms(), time.monotonic())  # type: ignore[arg-type]
                 log.info("%s: taught peer %s %d entries", self.section.name, self.peer.name, sent)  # type: ignore[union-attr]
             elif isinstance(event, TeachFinished):
                 self.synced = True
@@ -265,9 +265,9 @@ class PeerLink:
             self.backlog.setdefault(table.name, set()).update(k for k, _, _ in changed)
             return
         if bodies is not None:
-            sent = self.section.push_batch(self.session, table, bodies, now)  # type: ignore[arg-type]
+            sent = self.section.push_batch(self.session, table, bodies, time.monotonic())  # type: ignore[arg-type]
         else:
-            sent = self.section.push(self.session, table, changed, now)  # type: ignore[arg-type]
+            sent = self.section.push(self.session, table, changed, now, time.monotonic())  # type: ignore[arg-type]
         self.server.stats_updates_out += sent
         self.flush()
 

@@ -441,7 +441,7 @@ def combine(arr, now, size):
         return None
     due = 0
 {finish}
-    return ({values},), expire_max, expire_min, due
+    return ({values}), expire_max, expire_min, due
 """
 
 
@@ -497,7 +497,7 @@ def _gen_combine(layout: "Layout"):
              if layout.keep_received else "")
     source = _COMBINE_TEMPLATE.format(
         track_newest=track, init="\n".join(init) or "    pass", loop="\n".join(loop) or "        pass",
-        finish="\n".join(finish) or "    pass", values=", ".join(values),
+        finish="\n".join(finish) or "    pass", values=_tuple_source(values),
     )
     namespace: dict = {"EXPIRE_MASK": EXPIRE_MASK}
     exec(source, namespace)  # generated from our own template only
@@ -525,7 +525,13 @@ def _gen_pack(layout: "Layout"):
                 value = f"({name} + (1 << 64) if {name} < 0 else {name})" if std is StdType.SINT else name
                 lines.append(f"    arr[at + {off}] = {value}")
         targets.append(f"({', '.join(names)},)" if is_array else names[0])
-    source = f"def pack(values, arr, at, now):\n    ({', '.join(targets)},) = values\n" + "\n".join(lines) + "\n"
+    unpack = f"    ({', '.join(targets)},) = values\n" if targets else ""
+    source = f"def pack(values, arr, at, now):\n{unpack}" + ("\n".join(lines) or "    pass") + "\n"
     namespace: dict = {}
     exec(source, namespace)  # generated from our own template only
     return namespace["pack"]
+
+
+def _tuple_source(items: list[str]) -> str:
+    """Source of a tuple display: ``()``, ``(a,)``, ``(a, b)`` (a table may store no data type)."""
+    return f"({', '.join(items)},)" if items else "()"

@@ -521,7 +521,7 @@ def decode_run(buf, pos, end, last_id, limit, max_size):
             else:
                 expire = None
 {body}
-        except (IndexError, TypeError):
+        except (IndexError, TypeError, StructError):  # a short frame: the general decoder says why
             break
         if p != stop:
             break
@@ -584,8 +584,8 @@ def compile_run_decoder(key_type: int, key_len: int, mask: int, params: tuple[tu
                     lines.append(f"{indent}    {name} -= 1 << 64")
                 parts.append(name)
         names.append(f"({', '.join(parts)},)" if f.info.is_array else parts[0])
-    lines.append(f"{indent}values = ({', '.join(names)},)")
-    namespace = {"varint": decode_varint, "be32": _BE32_FROM.unpack_from}
+    lines.append(f"{indent}values = ({', '.join(names)},)" if names else f"{indent}values = ()")
+    namespace = {"varint": decode_varint, "be32": _BE32_FROM.unpack_from, "StructError": struct.error}
     exec(_RUN_TEMPLATE.format(body="\n".join(lines)), namespace)  # generated from our own template only
     return namespace["decode_run"]
 
@@ -636,9 +636,10 @@ def compile_body_encoder(key_type: int, key_len: int, mask: int, params: tuple[t
         size = 4 if key_type == KeyType.INTEGER else key_len
         key_part = f"key if len(key) == {size} else bad(key)"
     values_part = ", ".join(parts) if parts else "b''"
+    unpack_line = f"    ({', '.join(unpack)},) = values\n" if unpack else ""
     source = (
         "def encode_body(key, values):\n"
-        f"    ({', '.join(unpack)},) = values\n"
+        f"{unpack_line}"
         f"    return b''.join(({key_part}, {values_part}))\n"
     )
     namespace = {"V": _varint_bytes, "S": _SMALL_VARINTS, "bad": _bad_key}

@@ -229,6 +229,7 @@ class Aggregator:
     config: str
     name: str = "aggr"
     process: subprocess.Popen | None = None
+    env: dict | None = None  #: the process environment (default: ours)
 
     @property
     def socket_path(self) -> Path:
@@ -245,7 +246,7 @@ class Aggregator:
     def start(self, *extra: str) -> None:
         self.config_path.write_text(self.config)
         argv = [sys.executable, str(ENTRY), "-d", "-f", str(self.config_path), *extra]
-        self.process = spawn(argv, self.log_path, self.socket_path, "the aggregator", cwd=ROOT)
+        self.process = spawn(argv, self.log_path, self.socket_path, "the aggregator", cwd=ROOT, env=self.env)
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         code = stop_process(self.process, sig)

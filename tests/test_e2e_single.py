@@ -246,3 +246,20 @@ def test_from_rule_variants(tmp_path, rule, aggregated):
                 assert bed.nodes[0].table(f"{spec.name}.aggr") == {}
     finally:
         bed.stop()
+
+
+def test_an_idle_session_stays_up_on_our_heartbeats(kinds_bed):
+    """HAProxy cuts a peer it hears nothing from for 5 s: our heartbeats must keep it."""
+    node = kinds_bed.nodes[0]
+    send(node, "x-key", "idle", 1)
+    aggregate_on_every_node(kinds_bed, "t_str.aggr", "idle", {"http_req_cnt": 1})
+    import re
+    import time as _time
+
+    before = re.search(r"new_conn=(\d+)", node.cli("show peers")).group(1)
+    deadline = _time.monotonic() + 7  # longer than HAProxy's 5 s silence cut
+    wait_for(lambda: _time.monotonic() >= deadline, timeout=10, interval=0.5, what="7 s of idleness")
+    peers = node.cli("show peers")
+    assert re.search(r"new_conn=(\d+)", peers).group(1) == before  # no reconnection
+    assert int(re.search(r"rx_hbt=(\d+)", peers).group(1)) >= 1  # it heard our heartbeats
+    assert "last_status=ESTA" in peers

@@ -174,3 +174,18 @@ class TestGeneratedFastPaths:
                     fast.refresh(s, later)
                     slow.refresh(s, later)
                 assert dirty(fast, later) == dirty(slow, later)
+
+
+def test_a_table_storing_no_data_type_works():
+    """A definition with an empty bitfield is legal; the generated code must cope."""
+    from stktagg.wire import MessageDecoder, MessageEncoder, UpdateBatch, Update, StkType, compile_body_encoder
+
+    definition = TableDefinition(3, b"bare.local", 6, 33, 0, 60_000, ())
+    t = table(definition)
+    apply(t, 0, b"k", (), 0)
+    assert t.lookup(b"k", 0)[0] == ()
+    encode = compile_body_encoder(6, 33, 0, ())
+    decoder = MessageDecoder()
+    decoder.feed(MessageEncoder().encode(definition) + UpdateBatch([(encode(b"k", ()), 10)]).frame(1, True))
+    decoder.next_message()
+    assert decoder.next_run()[1] == [(b"k", (), 10)]

@@ -1225,3 +1225,13 @@ class TestUpdateBatch:
         assert [(u.type, u.update_id, u.expire) for u in updates] == [
             (StkType.UPDATE, 7, None), (StkType.INCREMENTAL_UPDATE, 8, None), (StkType.INCREMENTAL_UPDATE, 9, None),
         ]
+
+
+def test_short_update_frame_after_a_definition_is_a_typed_error_not_a_crash():
+    """Found by the fuzz campaign: an update frame too short for its id, in a run."""
+    decoder = MessageDecoder()
+    decoder.feed(bytes.fromhex("0a8218030a6d7969702e6c6f63616c0404f051f0d9dc0c0af0e203" "0a80020000"))
+    decoder.next_message()
+    assert decoder.next_run() is None  # left to the general decoder...
+    with pytest.raises(RemoteProtocolError):
+        decoder.next_message()  # ...which says what is wrong
