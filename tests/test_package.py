@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import subprocess
 
 import pytest
@@ -83,3 +84,14 @@ def _run_installed_program_against_haproxy(tmp_path) -> None:
         daemon.terminate()
         daemon.wait(10)
         log.close()
+
+
+def test_pip_install_gives_a_console_script(tmp_path):
+    venv = tmp_path / "venv"
+    assert run(sys.executable, "-m", "venv", str(venv)).returncode == 0
+    installed = run(str(venv / "bin/pip"), "install", "-q", str(ROOT), timeout=300)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    version = run(str(venv / "bin/hapee-stktagg"), "-v")
+    assert version.returncode == 0 and version.stdout.startswith("hapee-stktagg version ")
+    check = run(str(venv / "bin/hapee-stktagg"), "-c", "-f", str(ROOT / "contrib/hapee-stktagg.cfg"))
+    assert check.returncode == 0
