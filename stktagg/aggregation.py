@@ -23,7 +23,7 @@ import enum
 import logging
 from dataclasses import dataclass
 
-from .config import Aggregations, Peer, PeerRole
+from .config import Address, Aggregations, Peer, PeerRole
 from .schema import Field
 from .session import OutTable, PeerSession
 from .table import AggTable, TableMode
@@ -64,8 +64,11 @@ class Section:
         self.config = config
         self.name = config.name
         self.local = config.local_peer
-        self.remote_peers = config.remote_peers
+        #: declared remote peers, then the dynamic ones as they come (an index is for good)
+        self.remote_peers: list[Peer] = list(config.remote_peers)
         self.peer_index = {p.name: i for i, p in enumerate(self.remote_peers)}
+        self._by_name = {p.name: p for p in config.peers}
+        self.dynamic: list[str] = []
         self.forward = frozenset(config.forward)
         self.tables: dict[bytes, AggTable] = {}
         #: the source table of each aggregate table (for ``show aggrs``)
@@ -76,7 +79,24 @@ class Section:
         self.max_tables = max_tables
 
     def peer(self, name: str) -> Peer | None:
-        return self.config.peer(name)
+        return self._by_name.get(name)
+
+    def add_dynamic_peer(self, name: str, host: str) -> Peer | None:
+        """Accept an undeclared peer (``dynamic-peers``) while there is room; None when full.
+
+        It becomes a down peer known by the address it came from. Names are
+        what a hello says: printable, without spaces, at most 64 characters.
+        """
+        if name in self._by_name:
+            return self._by_name[name]
+        if len(self.dynamic) >= self.config.dynamic_peers or not (0 < len(name) <= 64 and name.isprintable()):
+            return None
+        peer = Peer(name, Address(host, 0), PeerRole.DOWN, None, False, None, None, None, self.config.position)
+        self._by_name[name] = peer
+        self.peer_index[name] = len(self.remote_peers)
+        self.remote_peers.append(peer)
+        self.dynamic.append(name)
+        return peer
 
     # -- routing ------------------------------------------------------------------
 

@@ -1,11 +1,17 @@
-"""The runtime CLI on the stats socket: ``help``, ``show aggrs``, ``show table``.
+"""The runtime CLI on the stats socket, as HAProxy's runtime API.
 
-Handlers are pure functions of a read-only view of the server that return
-text; ``CliConnection`` is the transport protocol that reads a command line
-and writes the answer (as HAProxy's runtime API: one line per connection,
-several commands separated by ``;``, the connection closed after the answer).
+Commands (``help`` lists them): ``show aggrs``, ``show table``, ``show peers``,
+``show info``, each with a ``json`` form; ``clear table``; ``prompt`` and
+``quit``. Several commands may share a line, separated by ``;``.
 
-Layouts follow the reference document (seeds/000, "show aggrs", "show table"):
+Handlers are pure functions of a read-only view of the server: they build
+rows (plain dicts), which one renderer writes as the reference's text
+layouts and another as JSON. ``CliConnection`` is the transport protocol:
+without ``prompt`` it answers one line and closes (HAProxy's behaviour, what
+``socat`` and ``nc -U`` expect); in prompt mode it answers each line followed
+by a ``> `` prompt until ``quit``.
+
+Text layouts of the reference document (seeds/000, "show aggrs", "show table")::
 
     aggregations <id>
       table '<source>' aggregated to '<output>' (expire: <ms> nb_entries: <n>)
@@ -13,127 +19,313 @@ Layouts follow the reference document (seeds/000, "show aggrs", "show table"):
         peer '<name>' (<index>) state: 0x<bits> push: 0x<id> ack: 0x<id> sync: 0x<id>
 
 ``state`` bits: 0x1 connected, 0x2 handshake done, 0x4 resync done (the peer
-taught us after our request): a working session shows 0x7. ``push`` and
-``ack`` are the last update id sent to the peer for that table and the last
-one it acknowledged; ``sync`` the last id sent in a resync answer.
+taught us after our request): a working session shows 0x7.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import os
 import shlex
 import time
 from typing import Callable
 
 from .datatypes import read_rate
-from .schema import Field, StdType, format_key
+from .errors import CliError
+from .schema import Field, KeyType, StdType, format_key
 from .table import AggTable, TableMode, now_ms
 
 HELP = """\
-help                              : this message
-show aggrs                        : list the aggregations sections, their tables and peers
-show table <aggregations> <table> : dump an aggregate table: each key's aggregate and each peer's entry
-quit                              : close the connection
+help                                     : this message
+prompt                                   : interactive mode (answer each line, until quit)
+quit                                     : close the connection
+show aggrs [json]                        : the aggregations sections, their tables and peers
+show table <aggregations> <table> [key <k>] [data.<type> <op> <value>]... [json]
+                                         : each key's aggregate and each peer's entry
+                                           (<op>: eq ne le lt ge gt, on the aggregate)
+show peers [json]                        : every peer session: state, address, TLS, traffic, errors
+show info [json]                         : version, uptime, tables, entries, update rates
+clear table <aggregations> <table> [key <k>]
+                                         : forget entries (all, or one key), and clear the
+                                           nodes' aggregates of them
 """
 
 #: Longest command line accepted; the answer to a longer one is an error.
 MAX_COMMAND_LINE = 4096
+_OPS: dict[str, Callable[[int, int], bool]] = {
+    "eq": int.__eq__, "ne": int.__ne__, "le": int.__le__, "lt": int.__lt__, "ge": int.__ge__, "gt": int.__gt__,
+}
 
 
-# -- handlers (pure: server view in, text out) ---------------------------------------------
+# -- show aggrs -----------------------------------------------------------------------------
+
+
+def aggrs_rows(server) -> list[dict]:
+    rows = []
+    for section in server.sections:
+        tables = []
+        for table in section.tables.values():
+            peers = []
+            for index, peer in enumerate(section.remote_peers):
+                link = server.established.get((section.name, peer.name))
+                state = push = ack = sync = 0
+                if link is not None and link.session is not None:
+                    state = 0x1 | (0x2 if link.is_established() else 0) | (0x4 if link.synced else 0)
+                    out = link.session.out_tables.get(table.name)
+                    if out is not None:
+                        push, ack, sync = out.last_pushed, out.last_acked, out.last_pushed
+                peers.append({"name": peer.name, "index": index, "state": state, "push": push, "ack": ack,
+                              "sync": sync})
+            tables.append({
+                "name": _text(table.name), "mode": table.mode.value,
+                "source": _text(section.sources.get(table.name, b"")),
+                "expire": table.expire_ms, "entries": len(table), "updates": table.changes,
+                "dropped": table.dropped, "peers": peers,
+            })
+        rows.append({"name": section.name, "tables": tables})
+    return rows
+
+
+def render_aggrs(rows: list[dict]) -> str:
+    out = []
+    for section in rows:
+        out.append(f"aggregations {section['name']}")
+        for t in section["tables"]:
+            summary = f"(expire: {t['expire']} nb_entries: {t['entries']})"
+            if t["mode"] == TableMode.FORWARD.value:
+                out.append(f"  table '{t['name']}' forwarded {summary}")
+            else:
+                out.append(f"  table '{t['source']}' aggregated to '{t['name']}' {summary}")
+            out.append(f"    update: 0x{t['updates']:08x} used: 0x{t['entries']:08x}")
+            for p in t["peers"]:
+                out.append(f"    peer '{p['name']}' ({p['index']}) state: 0x{p['state']:x} push: 0x{p['push']:08x}"
+                           f" ack: 0x{p['ack']:08x} sync: 0x{p['sync']:08x}")
+    return "\n".join(out) + "\n"
+
+
+def cmd_show_aggrs(server, args: list[str]) -> str:
+    json_out = _json_flag(args)
+    _no_more(args, "show aggrs [json]")
+    rows = aggrs_rows(server)
+    return _json(rows) if json_out else render_aggrs(rows)
+
+
+# -- show table ----------------------------------------------------------------------------------
+
+
+def cmd_show_table(server, args: list[str]) -> str:
+    json_out = _json_flag(args)
+    if len(args) < 2:
+        raise CliError("Usage: show table <aggregations> <table> [key <k>] [data.<type> <op> <value>]... [json]")
+    section, table = _find_table(server, args[0], args[1])
+    key, filters = _table_options(table, args[2:])
+    rows = table_rows(section, table, key, filters)
+    return _json(rows) if json_out else render_table(rows)
+
+
+def table_rows(section, table: AggTable, key: bytes | None = None, filters: list = ()) -> list[dict]:
+    now = now_ms()
+    rows = []
+    snapshot = ([(key, *found) for found in [table.lookup(key, now)] if found is not None] if key is not None
+                else [r for s in range(len(table.stripes)) for r in table.snapshot(s, now)])
+    for k, agg, agg_expire, contribs in snapshot:
+        values = _named_values(table, agg if agg is not None else table.empty())
+        if any(not op(values.get(name, 0), ref) for name, op, ref in filters):
+            continue
+        peers = []
+        for index in sorted(contribs):
+            own, expire_at, _ = contribs[index]
+            live = expire_at > now
+            peers.append({"name": section.remote_peers[index].name,
+                          "values": _named_values(table, own if live else table.empty()),
+                          "expire": expire_at - now if live else None})
+        rows.append({"key": format_key(table.definition.key_type, k), "values": values,
+                     "expire": agg_expire - now if agg is not None else None, "peers": peers,
+                     "_fields": table.fields})
+    return rows
+
+
+def render_table(rows: list[dict]) -> str:
+    out = []
+    for row in rows:
+        out.append(f"key={row['key']} {_values_text(row['_fields'], row['values'])} {_expiry_text(row['expire'])}")
+        for peer in row["peers"]:
+            out.append(f"    {peer['name']}: {_values_text(row['_fields'], peer['values'])} {_expiry_text(peer['expire'])}")
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def _expiry_text(remaining: int | None) -> str:
+    return f"exp={remaining}" if remaining is not None else "expired"
+
+
+def _named_values(table: AggTable, wire: tuple) -> dict:
+    """Display name -> displayed value (rates as HAProxy reads them), arrays element by element."""
+    values: dict = {}
+    for f, value in zip(table.fields, wire):
+        for name, element in _elements(f, value):
+            if f.info.std is StdType.FRQP:
+                values[name] = read_rate(element, f.period) if f.period else 0
+            elif f.info.std is StdType.DICT:
+                values[name] = element.decode("utf-8", "backslashreplace") if element else ""
+            else:
+                values[name] = element
+    return values
+
+
+def _elements(f: Field, value) -> list[tuple[str, object]]:
+    if not f.info.is_array:
+        return [(f.info.name, value)]
+    base = f.info.name.replace("_rate", "")
+    suffix = "_rate" if f.info.std is StdType.FRQP else ""
+    return [(f"{base}{i}{suffix}", v) for i, v in enumerate(value)]
+
+
+def _values_text(fields: tuple[Field, ...], values: dict) -> str:
+    parts = []
+    for f in fields:
+        for name, _ in _elements(f, (None,) * f.count if f.info.is_array else None):
+            if f.info.std is StdType.FRQP:
+                parts.append(f"{name}=({f.period or 0})={values[name]}")
+            else:
+                parts.append(f"{name}={values[name]}")
+    return " ".join(parts)
+
+
+def _table_options(table: AggTable, args: list[str]) -> tuple[bytes | None, list]:
+    key = None
+    filters = []
+    names = {name for f in table.fields for name, _ in _elements(f, (None,) * f.count if f.info.is_array else None)}
+    i = 0
+    while i < len(args):
+        word = args[i]
+        if word == "key" and i + 1 < len(args):
+            key = parse_key(table, args[i + 1])
+            i += 2
+        elif word.startswith("data.") and i + 2 < len(args):
+            name, op, value = word[5:], args[i + 1], args[i + 2]
+            if name not in names:
+                raise CliError(f"Unknown data type '{name}' for this table (it stores {', '.join(sorted(names))})")
+            if op not in _OPS:
+                raise CliError(f"Unknown operator '{op}' (expected eq ne le lt ge gt)")
+            if not value.lstrip("-").isdigit():
+                raise CliError(f"'{value}' is not a number")
+            filters.append((name, _OPS[op], int(value)))
+            i += 3
+        else:
+            raise CliError(f"Unexpected '{word}' (expected key <k>, data.<type> <op> <value>, json)")
+    return key, filters
+
+
+def parse_key(table: AggTable, text: str) -> bytes:
+    """A key typed on the CLI, in the table's key type (as HAProxy's ``show table ... key``)."""
+    d = table.definition
+    try:
+        if d.key_type == KeyType.IP:
+            return ipaddress.IPv4Address(text).packed
+        if d.key_type == KeyType.IPV6:
+            return ipaddress.IPv6Address(text).packed
+        if d.key_type == KeyType.INTEGER:
+            return (int(text) & 0xFFFFFFFF).to_bytes(4, "big")
+        if d.key_type == KeyType.BINARY:
+            return bytes.fromhex(text)[: d.key_len].ljust(d.key_len, b"\0")
+    except ValueError:
+        raise CliError(f"'{text}' is not a key of this table's type") from None
+    return text.encode("utf-8", "surrogateescape")[: max(0, d.key_len - 1)]
+
+
+# -- show peers / show info ------------------------------------------------------------------------
+
+
+def peers_rows(server) -> list[dict]:
+    rows = []
+    for section in server.sections:
+        for peer in section.remote_peers:
+            link = server.established.get((section.name, peer.name))
+            session = link.session if link is not None else None
+            stats = server.peer_totals(section.name, peer.name)
+            rows.append({
+                "section": section.name, "name": peer.name, "role": peer.role.value,
+                "state": session.state.value if session is not None else "idle",
+                "address": link.address if link is not None else str(peer.address),
+                "tls": bool(link is not None and link.tls),
+                "last_hello": server.last_hello.get((section.name, peer.name)),
+                "messages_in": stats.messages_in, "messages_out": stats.messages_out,
+                "bytes_in": stats.bytes_in, "bytes_out": stats.bytes_out,
+                "updates_in": stats.updates_in, "updates_out": stats.updates_out,
+                "last_error": server.last_error.get((section.name, peer.name), ""),
+            })
+    return rows
+
+
+def render_peers(rows: list[dict]) -> str:
+    out = []
+    for r in rows:
+        hello = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(r["last_hello"])) if r["last_hello"] else "never"
+        out.append(
+            f"{r['section']}/{r['name']} role={r['role']} state={r['state']} addr={r['address']}"
+            f" tls={'yes' if r['tls'] else 'no'} last_hello={hello}"
+            f" msgs_in={r['messages_in']} msgs_out={r['messages_out']}"
+            f" bytes_in={r['bytes_in']} bytes_out={r['bytes_out']}"
+            f" last_error={json.dumps(r['last_error'])}"
+        )
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def info_data(server) -> dict:
+    from . import __version__
+
+    tables = [t for s in server.sections for t in s.tables.values()]
+    rates = server.rates()
+    return {
+        "version": __version__, "pid": os.getpid(), "uptime_s": int(time.time() - server.started_at),
+        "sections": len(server.sections), "tables": len(tables), "entries": sum(len(t) for t in tables),
+        "sessions": sum(1 for link in server.established.values() if link.is_established()),
+        "updates_received_total": server.stats_updates_in, "updates_pushed_total": server.stats_updates_out,
+        **rates,
+    }
+
+
+def cmd_show_peers(server, args: list[str]) -> str:
+    json_out = _json_flag(args)
+    _no_more(args, "show peers [json]")
+    rows = peers_rows(server)
+    return _json(rows) if json_out else render_peers(rows)
+
+
+def cmd_show_info(server, args: list[str]) -> str:
+    json_out = _json_flag(args)
+    _no_more(args, "show info [json]")
+    data = info_data(server)
+    return _json(data) if json_out else "".join(f"{k}: {v}\n" for k, v in data.items())
+
+
+# -- clear table -------------------------------------------------------------------------------------
+
+
+def cmd_clear_table(server, args: list[str]) -> str:
+    if len(args) not in (2, 4) or (len(args) == 4 and args[2] != "key"):
+        raise CliError("Usage: clear table <aggregations> <table> [key <k>]")
+    section, table = _find_table(server, args[0], args[1])
+    key = parse_key(table, args[3]) if len(args) == 4 else None
+    cleared = server.clear_table(section, table, key)
+    return f"Cleared {cleared} entr{'y' if cleared == 1 else 'ies'}.\n"
+
+
+# -- dispatch ------------------------------------------------------------------------------------------
 
 
 def cmd_help(server, args: list[str]) -> str:
     return HELP
 
 
-def cmd_show_aggrs(server, args: list[str]) -> str:
-    out = []
-    for section in server.sections:
-        out.append(f"aggregations {section.name}")
-        for table in section.tables.values():
-            out.append("  " + _table_line(section, table))
-            out.append(f"    update: 0x{table.changes:08x} used: 0x{len(table):08x}")
-            for index, peer in enumerate(section.remote_peers):
-                out.append("    " + _peer_line(server, section, table, index, peer))
-    return "\n".join(out) + "\n"
-
-
-def _table_line(section, table: AggTable) -> str:
-    name = table.name.decode("utf-8", "backslashreplace")
-    summary = f"(expire: {table.expire_ms} nb_entries: {len(table)})"
-    if table.mode is TableMode.FORWARD:
-        return f"table '{name}' forwarded {summary}"
-    source = section.sources.get(table.name, b"").decode("utf-8", "backslashreplace")
-    return f"table '{source}' aggregated to '{name}' {summary}"
-
-
-def _peer_line(server, section, table: AggTable, index: int, peer) -> str:
-    link = server.established.get((section.name, peer.name))
-    state = push = ack = sync = 0
-    if link is not None and link.session is not None:
-        state = 0x1 | (0x2 if link.is_established() else 0) | (0x4 if link.synced else 0)
-        out = link.session.out_tables.get(table.name)
-        if out is not None:
-            push, ack, sync = out.last_pushed, out.last_acked, out.last_pushed if link.session.awaiting_teach_confirm is False else 0
-    return f"peer '{peer.name}' ({index}) state: 0x{state:x} push: 0x{push:08x} ack: 0x{ack:08x} sync: 0x{sync:08x}"
-
-
-def cmd_show_table(server, args: list[str]) -> str:
-    if len(args) != 2:
-        return "Usage: show table <aggregations> <table>\n"
-    section = next((s for s in server.sections if s.name == args[0]), None)
-    if section is None:
-        return f"No such aggregations section: {args[0]}\n"
-    name = args[1].encode("utf-8", "surrogateescape")
-    table = section.tables.get(name) or section.tables.get(b"/" + name)
-    if table is None:
-        return f"No such table: {args[1]}\n"
-    now = now_ms()
-    peers = section.remote_peers
-    out = []
-    for stripe in range(len(table.stripes)):
-        for key, agg, agg_expire, contribs in table.snapshot(stripe, now):
-            values = agg if agg is not None else table.empty()
-            out.append(f"key={format_key(table.definition.key_type, key)} "
-                       f"{_values(table, values)} {_expiry(agg is not None, agg_expire, now)}")
-            for index in sorted(contribs):
-                own, expire_at, _ = contribs[index]
-                live = expire_at > now
-                shown = own if live else table.empty()
-                out.append(f"    {peers[index].name}: {_values(table, shown)} {_expiry(live, expire_at, now)}")
-    return "\n".join(out) + ("\n" if out else "")
-
-
-def _expiry(live: bool, expire_at: int, now: int) -> str:
-    return f"exp={expire_at - now}" if live else "expired"
-
-
-def _values(table: AggTable, wire: tuple) -> str:
-    return " ".join(_field_text(f, v) for f, v in zip(table.fields, wire))
-
-
-def _field_text(field: Field, value: object) -> str:
-    info = field.info
-    if info.is_array:
-        base = info.name.replace("_rate", "")
-        suffix = "_rate" if info.std is StdType.FRQP else ""
-        return " ".join(_scalar_text(field, f"{base}{i}{suffix}", v) for i, v in enumerate(value))  # type: ignore[arg-type]
-    return _scalar_text(field, info.name, value)
-
-
-def _scalar_text(field: Field, name: str, value: object) -> str:
-    if field.info.std is StdType.FRQP:
-        period = field.period or 0
-        return f"{name}=({period})={read_rate(value, period) if period else 0}"  # type: ignore[arg-type]
-    if field.info.std is StdType.DICT:
-        return f"{name}={value.decode('utf-8', 'backslashreplace') if value else ''}"  # type: ignore[union-attr]
-    return f"{name}={value}"
-
-
 COMMANDS: dict[tuple[str, ...], Callable] = {
     ("help",): cmd_help,
     ("show", "aggrs"): cmd_show_aggrs,
     ("show", "table"): cmd_show_table,
+    ("show", "peers"): cmd_show_peers,
+    ("show", "info"): cmd_show_info,
+    ("clear", "table"): cmd_clear_table,
 }
 
 
@@ -146,9 +338,8 @@ def execute(server, line: str) -> str:
         except ValueError as exc:
             answers.append(f"Invalid command: {exc}\n")
             continue
-        if not words:
-            continue
-        answers.append(_dispatch(server, words))
+        if words:
+            answers.append(_dispatch(server, words))
     return "".join(answers)
 
 
@@ -156,16 +347,59 @@ def _dispatch(server, words: list[str]) -> str:
     for length in (2, 1):
         handler = COMMANDS.get(tuple(words[:length]))
         if handler is not None:
-            return handler(server, words[length:])
+            try:
+                return handler(server, words[length:])
+            except CliError as exc:
+                return f"{exc}\n"
     return f"Unknown command: '{' '.join(words)[:80]}'\n" + HELP
+
+
+def _find_table(server, section_name: str, table_name: str):
+    section = next((s for s in server.sections if s.name == section_name), None)
+    if section is None:
+        raise CliError(f"No such aggregations section: {section_name}")
+    name = table_name.encode("utf-8", "surrogateescape")
+    table = section.tables.get(name) or section.tables.get(b"/" + name)
+    if table is None:
+        raise CliError(f"No such table: {table_name}")
+    return section, table
+
+
+def _json_flag(args: list[str]) -> bool:
+    if args and args[-1] == "json":
+        args.pop()
+        return True
+    return False
+
+
+def _no_more(args: list[str], usage: str) -> None:
+    if args:
+        raise CliError(f"Usage: {usage}")
+
+
+def _json(data) -> str:
+    return json.dumps(data, default=_jsonable, separators=(",", ":")) + "\n"
+
+
+def _jsonable(value):
+    if isinstance(value, tuple):  # the rows' private field layouts are not data
+        return None
+    return str(value)
+
+
+def _text(name: bytes) -> str:
+    return name.decode("utf-8", "backslashreplace")
 
 
 class CliConnection:
     """Transport protocol of one stats socket connection."""
 
+    PROMPT = b"\n> "
+
     def __init__(self, server) -> None:
         self.server = server
         self.transport = None
+        self.interactive = False
         self._buffer = bytearray()
 
     def connection_made(self, transport) -> None:
@@ -173,14 +407,15 @@ class CliConnection:
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
-        if b"\n" in self._buffer:
-            line, _, _ = bytes(self._buffer).partition(b"\n")
+        while self.transport is not None and b"\n" in self._buffer:
+            line, _, rest = bytes(self._buffer).partition(b"\n")
+            self._buffer = bytearray(rest)
             self._answer(line)
-        elif len(self._buffer) > MAX_COMMAND_LINE:
-            self._reply("Command line too long\n")
+        if self.transport is not None and len(self._buffer) > MAX_COMMAND_LINE:
+            self._reply("Command line too long\n", close=True)
 
     def eof_received(self) -> None:
-        if self._buffer:
+        if self._buffer and self.transport is not None:
             self._answer(bytes(self._buffer))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -188,14 +423,24 @@ class CliConnection:
 
     def _answer(self, line: bytes) -> None:
         if len(line) > MAX_COMMAND_LINE:
-            self._reply("Command line too long\n")
+            self._reply("Command line too long\n", close=True)
             return
         text = line.decode("utf-8", "replace").strip()
-        self._reply(execute(self.server, text) if text and text != "quit" else "")
+        if text == "quit":
+            self._reply("", close=True)
+        elif text == "prompt":
+            self.interactive = not self.interactive
+            if self.interactive:
+                self.transport.write(self.PROMPT[1:])
+            else:
+                self._reply("", close=True)
+        else:
+            self._reply(execute(self.server, text) if text else "", close=not self.interactive)
 
-    def _reply(self, text: str) -> None:
-        self._buffer.clear()
-        if self.transport is not None:
-            self.transport.write(text.encode() + b"\n")
+    def _reply(self, text: str, close: bool) -> None:
+        if self.transport is None:
+            return
+        self.transport.write(text.encode() + (self.PROMPT if not close else b"\n"))
+        if close:
             self.transport.close()
             self.transport = None

@@ -40,7 +40,8 @@ TLS files named in the configuration).
 #                 | "stats" "socket" SOCKET { stats-option }  (repeatable)
 #                 | "log" LOG-TARGET [ FACILITY [ LEVEL [ LEVEL ] ] ]  (repeatable)
 #                 | "pidfile" PATH | "user" WORD | "group" WORD  (once each)
-#                 | "max-entries" N | "max-tables" N | "peer-address-check"  (once each)
+#                 | "max-entries" N | "max-tables" N | "peer-address-check"
+#                 | "prometheus" IP:PORT  (once each)
 #   stats-option  = "mode" OCTAL | "user" WORD | "group" WORD
 #                 | "level" ( "user" | "operator" | "admin" )
 #   SOCKET        = PATH ("/..." | "./..." | "unix@...") | ADDRESS (port required)
@@ -349,6 +350,8 @@ class GlobalSection:
     max_tables: int | None = None
     #: accept a peer only from the address of its ``peer`` line (``peer-address-check``)
     peer_address_check: bool = False
+    #: where to serve Prometheus metrics over HTTP (``prometheus <ip:port>``)
+    prometheus: Address | None = None
 
 
 EMPTY_GLOBAL = GlobalSection(None, None, None, (), (), None, None, None)
@@ -363,6 +366,8 @@ class Aggregations:
     from_rule: FromRule
     forward: tuple[str, ...]
     position: Position
+    #: undeclared peers accepted at most (``dynamic-peers <n>``); 0: only declared peers
+    dynamic_peers: int = 0
 
     @property
     def local_peer(self) -> Peer:
@@ -781,6 +786,12 @@ def parse_count(line: Line, pos: int) -> tuple[int, int]:
     return pos, int(token.text)
 
 
+def parse_prometheus(line: Line, pos: int) -> tuple[int, Address]:
+    """``prometheus <ip:port>``: the metrics endpoint's address (port mandatory)."""
+    pos, token = take_value(line, pos, line[0], "an address like 127.0.0.1:9100")
+    return pos, parse_address(token)
+
+
 def parse_flag(line: Line, pos: int) -> tuple[int, bool]:
     """A keyword on its own (``peer-address-check``)."""
     return pos, True
@@ -799,9 +810,10 @@ GLOBAL_RULES: dict[str, LineRule] = {
     "max-entries": parse_count,
     "max-tables": parse_count,
     "peer-address-check": parse_flag,
+    "prometheus": parse_prometheus,
 }
 GLOBAL_KEYWORDS_HELP = ("cpu-map, source, stats socket, log, pidfile, user, group, max-entries, max-tables, "
-                        "peer-address-check")
+                        "peer-address-check, prometheus")
 
 
 @dataclass
@@ -830,7 +842,7 @@ class _GlobalState:
             self.values.get("source"), tuple(self.lists["stats"]), tuple(self.lists["log"]),
             self.values.get("pidfile"), self.values.get("user"), self.values.get("group"),
             self.values.get("max-entries"), self.values.get("max-tables"),
-            bool(self.values.get("peer-address-check")))
+            bool(self.values.get("peer-address-check")), self.values.get("prometheus"))
 
 
 def parse_global_section(lines: tuple[Line, ...], pos: int) -> tuple[int, GlobalSection]:
@@ -1003,10 +1015,25 @@ def parse_forward(line: Line, pos: int) -> tuple[int, _ForwardDecl]:
     return pos, _ForwardDecl(parse_suffix_list(token), token.at, line[0].at)
 
 
+@dataclass(frozen=True, slots=True)
+class _DynamicDecl:
+    """A parsed dynamic-peers line."""
+
+    count: int
+    position: Position
+
+
+def parse_dynamic_peers(line: Line, pos: int) -> tuple[int, _DynamicDecl]:
+    """``dynamic-peers <n>``: accept up to n peers not declared in the file."""
+    pos, count = parse_count(line, pos)
+    return pos, _DynamicDecl(count, line[0].at)
+
+
 AGGREGATIONS_RULES: dict[str, LineRule] = {
     "peer": parse_peer,
     "from": parse_from,
     "forward": parse_forward,
+    "dynamic-peers": parse_dynamic_peers,
 }
 
 
@@ -1021,8 +1048,9 @@ class _AggregationsState:
     local: Peer | None = None
     from_rule: FromRule | None = None
     forward: _ForwardDecl | None = None
+    dynamic: _DynamicDecl | None = None
 
-    def add(self, node: _PeerDecl | FromRule | _ForwardDecl) -> None:
+    def add(self, node: _PeerDecl | FromRule | _ForwardDecl | _DynamicDecl) -> None:
         match node:
             case _PeerDecl():
                 self.add_peer(node)
@@ -1032,6 +1060,9 @@ class _AggregationsState:
             case _ForwardDecl():
                 check_once("forward", self.forward, node.position)
                 self.forward = node
+            case _DynamicDecl():
+                check_once("dynamic-peers", self.dynamic, node.position)
+                self.dynamic = node
         self.check_forward()
 
     def add_peer(self, decl: _PeerDecl) -> None:
@@ -1063,10 +1094,11 @@ class _AggregationsState:
             raise config_error(where, f"aggregations section '{self.name}' has no local peer "
                                       "(mark this aggregator's peer line with 'local')")
         forward = self.forward.suffixes if self.forward else ()
-        return Aggregations(self.name, tuple(self.peers), self.from_rule, forward, self.header.at)
+        dynamic = self.dynamic.count if self.dynamic else 0
+        return Aggregations(self.name, tuple(self.peers), self.from_rule, forward, self.header.at, dynamic)
 
 
-def check_once(keyword: str, previous: FromRule | _ForwardDecl | None, at: Position) -> None:
+def check_once(keyword: str, previous: FromRule | _ForwardDecl | _DynamicDecl | None, at: Position) -> None:
     """Fail at *at* if a line that may appear once per section was already seen."""
     if previous is not None:
         raise config_error(at, f"duplicate '{keyword}' line "
@@ -1290,6 +1322,8 @@ def dump_global(section: GlobalSection) -> str:
             out += _line(keyword, str(number))
     if section.peer_address_check:
         out += _line("peer-address-check")
+    if section.prometheus is not None:
+        out += _line("prometheus", str(section.prometheus))
     return out
 
 
@@ -1326,6 +1360,8 @@ def dump_aggregations(section: Aggregations) -> str:
                  "accept-no-suffix" if rule.accept_no_suffix else None)
     if section.forward:
         out += _line("forward", quote_word(",".join(section.forward)))
+    if section.dynamic_peers:
+        out += _line("dynamic-peers", str(section.dynamic_peers))
     return out
 
 

@@ -21,6 +21,7 @@ from .cli import CliConnection
 from .config import Config, check_cpus, check_files, config_error, load
 from .errors import ConfigError
 from .loop import Reactor
+from .metrics import MetricsConnection
 from .server import Server
 from .tls import section_contexts
 
@@ -122,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(config: Config, args: argparse.Namespace, daemon: bool) -> int:
     reactor = Reactor()
-    server = Server(config, reactor, workers=max(0, args.workers), cli_factory=CliConnection)
+    server = Server(config, reactor, workers=max(0, args.workers), cli_factory=CliConnection,
+                    metrics_factory=MetricsConnection)
     try:
         server.bind()
         chown_stats_sockets(config)

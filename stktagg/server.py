@@ -18,6 +18,7 @@ Runs entirely in the I/O thread, except what it hands to the workers.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import random
@@ -38,6 +39,7 @@ from .session import (
     PeerSession,
     ResyncRequested,
     Role,
+    SessionStats,
     TableDefined,
     TeachFinished,
     UpdatesReceived,
@@ -151,6 +153,12 @@ class PeerLink:
 
     def _is_declared(self, name: str) -> bool:
         peer = self.section.peer(name)
+        if peer is None and self.section.config.dynamic_peers and name != self.section.local.name:
+            peer = self.section.add_dynamic_peer(name, self.address.rsplit(":", 1)[0].strip("[]"))
+            if peer is not None:
+                log.info("%s: accepted undeclared peer %s from %s (dynamic-peers %d/%d)", self.section.name,
+                         name, self.address, len(self.section.dynamic), self.section.config.dynamic_peers)
+                return True
         if peer is None or peer.role is PeerRole.LOCAL:
             return False
         if self.server.config.global_.peer_address_check:
@@ -223,6 +231,7 @@ class PeerLink:
         assert session is not None
         self.peer = self.section.peer(session.peer_name)  # type: ignore[arg-type]
         self.server.link_established(self)
+        self.server.last_hello[(self.section.name, self.peer.name)] = time.time()  # type: ignore[union-attr]
         log.info(
             "%s: session with peer %s (%s) established, protocol %d.%d",
             self.section.name, self.peer.name, self.address, *session.version,  # type: ignore[union-attr]
@@ -233,6 +242,8 @@ class PeerLink:
 
     def _closed(self, event: Closed) -> None:
         name = self.session.peer_name if self.session else None
+        if self.peer is not None and (event.error is not None or event.status not in (None, 200)):
+            self.server.last_error[(self.section.name, self.peer.name)] = event.reason
         if event.status is not None and self.role is Role.CONNECTING and event.status == 502 and self.peer:
             self.server.downgraded[(self.section.name, self.peer.name)] = True
         log.log(
@@ -305,7 +316,8 @@ class PeerLink:
 class Server:
     """Everything the daemon runs, wired on one reactor."""
 
-    def __init__(self, config: Config, reactor: Reactor, *, workers: int = 1, cli_factory: Callable | None = None) -> None:
+    def __init__(self, config: Config, reactor: Reactor, *, workers: int = 1, cli_factory: Callable | None = None,
+                 metrics_factory: Callable | None = None) -> None:
         self.config = config
         self.reactor = reactor
         limits = {}
@@ -326,11 +338,16 @@ class Server:
         self._push_cursor = 0
         self.reading_paused = False
         self._cli_factory = cli_factory
+        self._metrics_factory = metrics_factory
         self._connecting: dict[tuple[str, str], object] = {}
         self._stopping = False
         self.started_at = time.time()
         self.stats_updates_in = 0
         self.stats_updates_out = 0
+        self.last_hello: dict[tuple[str, str], float] = {}
+        self.last_error: dict[tuple[str, str], str] = {}
+        self._totals: dict[tuple[str, str], SessionStats] = {}
+        self._samples: collections.deque = collections.deque(maxlen=62)
 
     # -- start / stop -------------------------------------------------------------------
 
@@ -346,12 +363,18 @@ class Server:
             for stats in self.config.global_.stats_sockets:
                 where = stats.path if stats.path is not None else (stats.address.host, stats.address.port)
                 mode = stats.mode if stats.mode is not None else 0o600
-                self.listeners.append(Listener(self.reactor, where, self._cli_acceptor(), unix_mode=mode))
+                self.listeners.append(Listener(self.reactor, where, self._protocol_acceptor(self._cli_factory),
+                                               unix_mode=mode))
+        prometheus = self.config.global_.prometheus
+        if prometheus is not None and self._metrics_factory is not None:
+            self.listeners.append(Listener(self.reactor, (prometheus.host, prometheus.port),
+                                           self._protocol_acceptor(self._metrics_factory)))
 
     def start(self) -> None:
         self.workers.start()
         self.reactor.call_later(SESSION_TICK, self._session_tick)
         self.reactor.call_later(REFRESH_TICK, self._refresh_tick)
+        self._sample_rates()
         for section in self.sections:
             for peer in section.config.up_peers:
                 self._dial(section, peer)
@@ -395,9 +418,9 @@ class Server:
                     return f"{peer.name}?"
         return "?"
 
-    def _cli_acceptor(self) -> Callable:
+    def _protocol_acceptor(self, factory: Callable) -> Callable:
         def on_accept(sock: socket.socket, address: object) -> None:
-            StreamTransport(self.reactor, sock, self._cli_factory(self))  # type: ignore[misc]
+            StreamTransport(self.reactor, sock, factory(self))
         return on_accept
 
     def _dial(self, section: Section, peer: Peer) -> None:
@@ -454,6 +477,8 @@ class Server:
                      link.address, f": {exc}" if exc else "")
         if link.peer is not None:
             key = (link.section.name, link.peer.name)
+            if link.session is not None and link.session.established_at is not None:
+                self._add_totals(key, link.session.stats)
             if self.established.get(key) is link:
                 del self.established[key]
             if link.role is Role.CONNECTING:
@@ -473,6 +498,57 @@ class Server:
             for table in list(section.tables.values()):
                 self.workers.submit_refresh(table, now)
         self.reactor.call_later(REFRESH_TICK, self._refresh_tick)
+
+    # -- counters for the CLI and metrics --------------------------------------------------
+
+    def _add_totals(self, key: tuple[str, str], stats: SessionStats) -> None:
+        total = self._totals.setdefault(key, SessionStats())
+        for name in ("messages_in", "messages_out", "bytes_in", "bytes_out", "updates_in", "updates_out",
+                     "heartbeats_in", "heartbeats_out"):
+            setattr(total, name, getattr(total, name) + getattr(stats, name))
+
+    def peer_totals(self, section: str, peer: str) -> SessionStats:
+        """A peer's traffic over every session (ended ones and the current one): monotonic."""
+        total = SessionStats()
+        closed = self._totals.get((section, peer))
+        link = self.established.get((section, peer))
+        for stats in (closed, link.session.stats if link is not None and link.session is not None else None):
+            if stats is not None:
+                for name in ("messages_in", "messages_out", "bytes_in", "bytes_out", "updates_in", "updates_out",
+                             "heartbeats_in", "heartbeats_out"):
+                    setattr(total, name, getattr(total, name) + getattr(stats, name))
+        return total
+
+    def _sample_rates(self) -> None:
+        self._samples.append((time.monotonic(), self.stats_updates_in, self.stats_updates_out))
+        self.reactor.call_later(1.0, self._sample_rates)
+
+    def rates(self) -> dict:
+        """Updates received and pushed per second, over the last second and the last minute."""
+        out = {}
+        samples = self._samples
+        for label, back in (("1s", 1), ("1m", 60)):
+            if len(samples) > back:
+                (t0, in0, out0), (t1, in1, out1) = samples[-1 - back], samples[-1]
+                span = max(t1 - t0, 1e-9)
+                out[f"updates_received_per_s_{label}"] = round((in1 - in0) / span)
+                out[f"updates_pushed_per_s_{label}"] = round((out1 - out0) / span)
+            else:
+                out[f"updates_received_per_s_{label}"] = out[f"updates_pushed_per_s_{label}"] = None
+        return out
+
+    def clear_table(self, section: Section, table: AggTable, key: bytes | None) -> int:
+        """Forget entries, and push each cleared key to its receivers as zeros expiring at once."""
+        cleared = table.clear(key)
+        if cleared:
+            now = now_ms()
+            changed = [(k, table.empty(), now + 1) for k in cleared]
+            links = [l for (name, _), l in self.established.items() if name == section.name and l.is_established()]
+            receivers = [l for l in links if table in section.tables_for(l.peer)]  # type: ignore[arg-type]
+            bodies = section.encode_changes(table, changed, now)
+            for link in receivers:
+                link.push(table, changed, now, bodies)
+        return len(cleared)
 
     def throttle_if_behind(self) -> None:
         """Stop reading from peers while the workers have too much to apply.

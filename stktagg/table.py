@@ -385,6 +385,20 @@ class AggTable:
         values, _ = self.layout.combine(arr, live, now, stripe.server_keys, key)
         return key, values, max(arr[at] & EXPIRE_MASK for at in live), peers
 
+    def clear(self, key: bytes | None = None) -> list[bytes]:
+        """Forget every entry (or one key); returns the keys forgotten."""
+        stripes = self.stripes if key is None else [self.stripes[self.stripe_of(key)]]
+        cleared = []
+        for stripe in stripes:
+            with stripe.lock:
+                keys = list(stripe.entries) if key is None else [key] if key in stripe.entries else []
+                for k in keys:
+                    del stripe.entries[k]
+                    stripe.dirty.discard(k)
+                stripe.server_keys = {sk: v for sk, v in stripe.server_keys.items() if sk[0] not in set(keys)}
+                cleared += keys
+        return cleared
+
     def __len__(self) -> int:
         """Entries in the table (approximate: not reliable while workers write)."""
         return sum(len(s.entries) for s in self.stripes)
