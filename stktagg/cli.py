@@ -121,7 +121,9 @@ def cmd_show_table(server, args: list[str]) -> str:
     section, table = _find_table(server, args[0], args[1])
     key, filters = _table_options(table, args[2:])
     rows = table_rows(section, table, key, filters)
-    return _json(rows) if json_out else render_table(rows)
+    if json_out:
+        return _json([{k: v for k, v in row.items() if not k.startswith("_")} for row in rows])
+    return render_table(rows)
 
 
 def table_rows(section, table: AggTable, key: bytes | None = None, filters: list = ()) -> list[dict]:
@@ -378,13 +380,7 @@ def _no_more(args: list[str], usage: str) -> None:
 
 
 def _json(data) -> str:
-    return json.dumps(data, default=_jsonable, separators=(",", ":")) + "\n"
-
-
-def _jsonable(value):
-    if isinstance(value, tuple):  # the rows' private field layouts are not data
-        return None
-    return str(value)
+    return json.dumps(data, separators=(",", ":")) + "\n"
 
 
 def _text(name: bytes) -> str:

@@ -76,6 +76,7 @@ def test_show_table_key_filters_and_json(bed):
     both = parse_aggr_table(bed.aggr.cli("show table agg mytable.aggr data.gpc0 eq 0 data.http_req_cnt lt 9"))
     assert list(both) == ["bob"]
     rows = json.loads(bed.aggr.cli("show table agg mytable.aggr key alice json"))
+    assert set(rows[0]) == {"key", "values", "expire", "peers"}
     assert rows[0]["key"] == "alice" and rows[0]["values"]["http_req_cnt"] == 7 and rows[0]["values"]["gpc0"] == 3
     assert {p["name"]: p["values"]["http_req_cnt"] for p in rows[0]["peers"]} == {"A": 3, "B": 4}
     assert "Unknown data type 'nope'" in bed.aggr.cli("show table agg mytable.aggr data.nope gt 1")
