@@ -66,7 +66,6 @@ from .wire import (
     RawMessage,
     StkType,
     TableDefinition,
-    TableSwitch,
     Update,
     UpdateBatch,
 )

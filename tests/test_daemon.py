@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 
-from harness import ENTRY, ROOT, Aggregator, fresh_loopback, wait_for
+from harness import ENTRY, ROOT, Aggregator, fresh_loopback
 
 VALID = """\
 global

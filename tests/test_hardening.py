@@ -9,10 +9,8 @@ configuration so that its hello is valid when a case needs a session.
 
 from __future__ import annotations
 
-import os
 import random
 import socket
-import struct
 import time
 
 import pytest

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from harness import ROOT, HaproxyNode, TableSpec, fresh_loopback, haproxy_binaries, wait_for, unix_query, can_query
+from harness import ROOT, HaproxyNode, TableSpec, fresh_loopback, haproxy_binaries, wait_for, can_query
 
 PROGRAM = "/opt/hapee-extras/sbin/hapee-stktagg"
 CONFIG = "/etc/hapee-extras/hapee-stktagg.cfg"

@@ -178,7 +178,7 @@ class TestGeneratedFastPaths:
 
 def test_a_table_storing_no_data_type_works():
     """A definition with an empty bitfield is legal; the generated code must cope."""
-    from stktagg.wire import MessageDecoder, MessageEncoder, UpdateBatch, Update, StkType, compile_body_encoder
+    from stktagg.wire import MessageDecoder, MessageEncoder, UpdateBatch, compile_body_encoder
 
     definition = TableDefinition(3, b"bare.local", 6, 33, 0, 60_000, ())
     t = table(definition)
