@@ -15,13 +15,17 @@ import atheris
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-with atheris.instrument_imports():
-    from stktagg.config import parse
-    from stktagg.errors import ConfigError, RemoteProtocolError
-    from stktagg.session import PeerSession, Role
-    from stktagg.wire import MessageDecoder
+with atheris.instrument_imports():  # the modules under test, instrumented for coverage
+    import stktagg.config
+    import stktagg.session
+    import stktagg.wire
 
-HELLO = b"HAProxyS 2.1\nAGGR\nA 4242 1\n"
+INSTRUMENTED = (stktagg.config, stktagg.session, stktagg.wire)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fuzz import HELLO, run_config, run_decoder, run_session  # noqa: E402  (the same targets and contracts)
+
+_RNG = __import__("random").Random(0)
 
 
 def one_input(data: bytes) -> None:
@@ -29,22 +33,11 @@ def one_input(data: bytes) -> None:
         return
     target, body = data[0] % 3, data[1:]
     if target == 0:
-        decoder = MessageDecoder()
-        decoder.feed(body)
-        try:
-            while decoder.next_run() is not None or decoder.next_message() is not None:
-                pass
-        except RemoteProtocolError:
-            pass
+        run_decoder(body)
     elif target == 1:
-        session = PeerSession(Role.ACCEPTING, "AGGR", 0.0, is_declared=lambda name: name == "A")
-        session.receive_data(HELLO + body, 1.0)
-        session.poll(10.0)
+        run_session(HELLO + body, _RNG)
     else:
-        try:
-            parse(body.decode("utf-8", "replace"), "fuzz.cfg")
-        except ConfigError:
-            pass
+        run_config(body)
 
 
 if __name__ == "__main__":

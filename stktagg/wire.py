@@ -546,6 +546,27 @@ def _gen_varint(target: str, indent: str) -> list[str]:
     ]
 
 
+def _value_layout(codec: TableCodec) -> tuple[str, list[tuple[str, StdType]]] | None:
+    """For the code generators: the source of a layout's values tuple, and its scalars in
+    wire order with their storage type. None for a layout with a server key."""
+    shapes, scalars = [], []
+    for index, f in enumerate(codec.fields):
+        if f.info.std is StdType.DICT:
+            return None
+        elements = []
+        for element in range(f.count):
+            base = f"f{index}_{element}"
+            if f.info.std is StdType.FRQP:
+                trio = [f"{base}_{k}" for k in range(3)]
+                scalars += [(name, StdType.UINT) for name in trio]
+                elements.append(f"({', '.join(trio)})")
+            else:
+                scalars.append((base, f.info.std))
+                elements.append(base)
+        shapes.append(f"({', '.join(elements)},)" if f.info.is_array else elements[0])
+    return (f"({', '.join(shapes)},)" if shapes else "()"), scalars
+
+
 @functools.lru_cache(maxsize=256)
 def compile_run_decoder(key_type: int, key_len: int, mask: int, params: tuple[tuple[int, ...], ...]):
     """The generated run decoder of a table layout, or None when it has none.
@@ -565,26 +586,15 @@ def compile_run_decoder(key_type: int, key_len: int, mask: int, params: tuple[tu
     else:
         size = 4 if key_type == KeyType.INTEGER else key_len
         lines += [f"{indent}key = bytes(buf[p:p + {size}])", f"{indent}p += {size}"]
-    names = []
-    for index, f in enumerate(codec.fields):
-        if f.info.std is StdType.DICT:
-            return None
-        parts = []
-        for element in range(f.count):
-            if f.info.std is StdType.FRQP:
-                trio = [f"f{index}_{element}_{k}" for k in range(3)]
-                for name in trio:
-                    lines += _gen_varint(name, indent)
-                parts.append(f"({', '.join(trio)})")
-            else:
-                name = f"f{index}_{element}"
-                lines += _gen_varint(name, indent)
-                if f.info.std is StdType.SINT:
-                    lines.append(f"{indent}if {name} >= 1 << 63:")
-                    lines.append(f"{indent}    {name} -= 1 << 64")
-                parts.append(name)
-        names.append(f"({', '.join(parts)},)" if f.info.is_array else parts[0])
-    lines.append(f"{indent}values = ({', '.join(names)},)" if names else f"{indent}values = ()")
+    layout = _value_layout(codec)
+    if layout is None:
+        return None
+    shape, scalars = layout
+    for name, std in scalars:
+        lines += _gen_varint(name, indent)
+        if std is StdType.SINT:
+            lines += [f"{indent}if {name} >= 1 << 63:", f"{indent}    {name} -= 1 << 64"]
+    lines.append(f"{indent}values = {shape}")
     namespace = {"varint": decode_varint, "be32": _BE32_FROM.unpack_from, "StructError": struct.error}
     exec(_RUN_TEMPLATE.format(body="\n".join(lines)), namespace)  # generated from our own template only
     return namespace["decode_run"]
@@ -612,31 +622,19 @@ def compile_body_encoder(key_type: int, key_len: int, mask: int, params: tuple[t
     codec = compile_codec(key_type, key_len, mask, params)
     if not codec.decodable or codec.unknown_types:
         return None
-    parts = []
-    unpack = []
-    for index, f in enumerate(codec.fields):
-        if f.info.std is StdType.DICT:
-            return None
-        names = []
-        for element in range(f.count):
-            if f.info.std is StdType.FRQP:
-                trio = [f"f{index}_{element}_{k}" for k in range(3)]
-                names.append(f"({', '.join(trio)})")
-                parts += [f"(S[{n}] if 0 <= {n} < 240 else V({n}))" for n in trio]
-            else:
-                name = f"f{index}_{element}"
-                names.append(name)
-                parts.append(f"V({name} + (1 << 64) if {name} < 0 else {name})" if f.info.std is StdType.SINT
-                             else f"(S[{name}] if 0 <= {name} < 240 else V({name}))")
-        target = f"({', '.join(names)},)" if f.info.is_array else names[0]
-        unpack.append(target)
+    layout = _value_layout(codec)
+    if layout is None:
+        return None
+    shape, scalars = layout
+    parts = [f"V({n} + (1 << 64) if {n} < 0 else {n})" if std is StdType.SINT
+             else f"(S[{n}] if 0 <= {n} < 240 else V({n}))" for n, std in scalars]
     if key_type == KeyType.STRING:
         key_part = "V(len(key)) + key"
     else:
         size = 4 if key_type == KeyType.INTEGER else key_len
         key_part = f"key if len(key) == {size} else bad(key)"
     values_part = ", ".join(parts) if parts else "b''"
-    unpack_line = f"    ({', '.join(unpack)},) = values\n" if unpack else ""
+    unpack_line = f"    {shape} = values\n" if scalars else ""
     source = (
         "def encode_body(key, values):\n"
         f"{unpack_line}"
