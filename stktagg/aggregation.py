@@ -149,12 +149,14 @@ class Section:
             return Route(RouteKind.IGNORE, None, (), "its key type or length differs from the other peers'")
         return Route(kind, table, definition.codec.fields)
 
+    @staticmethod
+    def sends(table: AggTable, peer: Peer) -> bool:
+        """Whether ``peer`` is sent ``table``: aggregates go to all, forwarded ones to down peers."""
+        return table.mode is TableMode.AGGREGATE or peer.role is not PeerRole.UP
+
     def tables_for(self, peer: Peer) -> list[AggTable]:
-        """The tables ``peer`` is sent: aggregates to all, forwarded ones to down peers."""
-        return [
-            t for t in self.tables.values()
-            if t.mode is TableMode.AGGREGATE or peer.role is not PeerRole.UP
-        ]
+        """The tables ``peer`` is sent."""
+        return [t for t in self.tables.values() if self.sends(t, peer)]
 
     # -- sending ------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from typing import Callable
 
 from .datatypes import read_rate
 from .errors import CliError
-from .schema import Field, KeyType, StdType, format_key
+from .schema import Field, KeyType, StdType, format_key, integer_key
 from .table import AggTable, TableMode, now_ms
 
 HELP = """\
@@ -104,11 +104,16 @@ def render_aggrs(rows: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
-def cmd_show_aggrs(server, args: list[str]) -> str:
+def _show(args: list[str], usage: str, build: Callable, render: Callable, server) -> str:
+    """A ``show`` command without arguments but ``json``: build the data, render or dump it."""
     json_out = _json_flag(args)
-    _no_more(args, "show aggrs [json]")
-    rows = aggrs_rows(server)
-    return _json(rows) if json_out else render_aggrs(rows)
+    _no_more(args, usage)
+    data = build(server)
+    return _json(data) if json_out else render(data)
+
+
+def cmd_show_aggrs(server, args: list[str]) -> str:
+    return _show(args, "show aggrs [json]", aggrs_rows, render_aggrs, server)
 
 
 # -- show table ----------------------------------------------------------------------------------
@@ -228,7 +233,7 @@ def parse_key(table: AggTable, text: str) -> bytes:
         if d.key_type == KeyType.IPV6:
             return ipaddress.IPv6Address(text).packed
         if d.key_type == KeyType.INTEGER:
-            return (int(text) & 0xFFFFFFFF).to_bytes(4, "big")
+            return integer_key(int(text))
         if d.key_type == KeyType.BINARY:
             return bytes.fromhex(text)[: d.key_len].ljust(d.key_len, b"\0")
     except ValueError:
@@ -289,17 +294,15 @@ def info_data(server) -> dict:
 
 
 def cmd_show_peers(server, args: list[str]) -> str:
-    json_out = _json_flag(args)
-    _no_more(args, "show peers [json]")
-    rows = peers_rows(server)
-    return _json(rows) if json_out else render_peers(rows)
+    return _show(args, "show peers [json]", peers_rows, render_peers, server)
+
+
+def render_info(data: dict) -> str:
+    return "".join(f"{k}: {v}\n" for k, v in data.items())
 
 
 def cmd_show_info(server, args: list[str]) -> str:
-    json_out = _json_flag(args)
-    _no_more(args, "show info [json]")
-    data = info_data(server)
-    return _json(data) if json_out else "".join(f"{k}: {v}\n" for k, v in data.items())
+    return _show(args, "show info [json]", info_data, render_info, server)
 
 
 # -- clear table -------------------------------------------------------------------------------------

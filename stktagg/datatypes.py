@@ -31,7 +31,7 @@ def freq_from_wire(age: int, curr: int, prev: int, now: int, period: int) -> tup
     """
     if period <= 0 or age >= 2 * period or (curr == 0 and prev == 0):
         return None
-    return (now - age, curr, prev)
+    return (max(now - age, 0), curr, prev)  # a start before our clock's origin is clamped to it
 
 
 def rotate(start: int, curr: int, prev: int, now: int, period: int) -> tuple[int, int, int] | None:

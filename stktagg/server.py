@@ -543,11 +543,7 @@ class Server:
         if cleared:
             now = now_ms()
             changed = [(k, table.empty(), now + 1) for k in cleared]
-            links = [l for (name, _), l in self.established.items() if name == section.name and l.is_established()]
-            receivers = [l for l in links if table in section.tables_for(l.peer)]  # type: ignore[arg-type]
-            bodies = section.encode_changes(table, changed, now)
-            for link in receivers:
-                link.push(table, changed, now, bodies)
+            self._push_to_receivers(section, table, changed, now)
         return len(cleared)
 
     def throttle_if_behind(self) -> None:
@@ -616,20 +612,26 @@ class Server:
         now = now_ms()
         budget = PUSH_BUDGET
         for section, table in self._tables_in_turn():
-            links = [l for (name, _), l in self.established.items() if name == section.name and l.is_established()]
             for stripe in range(len(table.stripes)):
                 changed = table.take_dirty(stripe, now)
                 if changed:
-                    receivers = [l for l in links if table in section.tables_for(l.peer)]  # type: ignore[arg-type]
-                    bodies = section.encode_changes(table, changed, now) if len(receivers) > 1 else None
-                    for link in receivers:
-                        link.push(table, changed, now, bodies)
+                    self._push_to_receivers(section, table, changed, now)
                     budget -= len(changed)
                 if budget <= 0:
                     self._schedule_push()
                     self._resume_if_caught_up()
                     return
         self._resume_if_caught_up()
+
+    def _push_to_receivers(self, section: Section, table: AggTable, changed: list, now: int) -> None:
+        """Send changed keys to every established peer that takes ``table``, encoded once."""
+        receivers = [link for (name, _), link in self.established.items()
+                     if name == section.name and link.is_established()
+                     and section.sends(table, link.peer)]  # type: ignore[arg-type]
+        if receivers:
+            bodies = section.encode_changes(table, changed, now)
+            for link in receivers:
+                link.push(table, changed, now, bodies)
 
     def _tables_in_turn(self) -> list:
         """Every (section, table), starting after the one a cut-short round ended with."""

@@ -32,7 +32,7 @@ import time
 from array import array
 from dataclasses import dataclass, field
 
-from .datatypes import U32_MAX, U64_MAX, align_sum, freq_to_wire
+from .datatypes import U32_MAX, U64_MAX, align_sum, freq_from_wire, freq_to_wire
 from .schema import Combine, Field, StdType
 from .wire import TableDefinition
 
@@ -94,11 +94,8 @@ class Layout:
                 v = elements[i] if i < len(elements) else None
                 p = at + slot + i * width
                 if std is StdType.FRQP:
-                    age, curr, prev = v if v is not None else (0, 0, 0)
-                    if age >= 2 * period or (curr == 0 and prev == 0):
-                        out[p] = out[p + 1] = out[p + 2] = 0
-                    else:  # a start before our clock's origin is clamped to it
-                        out[p], out[p + 1], out[p + 2] = max(now - age, 0), curr, prev
+                    kept = freq_from_wire(*v, now, period) if v is not None else None
+                    out[p], out[p + 1], out[p + 2] = kept or (0, 0, 0)
                 elif std is StdType.DICT:
                     if v is None:
                         server_keys.pop(owner + (i,), None)
@@ -395,7 +392,9 @@ class AggTable:
                 for k in keys:
                     del stripe.entries[k]
                     stripe.dirty.discard(k)
-                stripe.server_keys = {sk: v for sk, v in stripe.server_keys.items() if sk[0] not in set(keys)}
+                if stripe.server_keys and keys:
+                    gone = set(keys)
+                    stripe.server_keys = {sk: v for sk, v in stripe.server_keys.items() if sk[0] not in gone}
                 cleared += keys
         return cleared
 
