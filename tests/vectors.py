@@ -1,4 +1,10 @@
-"""Reader of the recorded HAProxy traces in ../shared/vectors (format in its README)."""
+"""Reader of the recorded HAProxy traces in tests/data/vectors (format in its README).
+
+The project's own recordings, made by ``contrib/record_vectors.py`` against
+real HAProxy, are what the tests replay. ``STKTAGG_VECTORS`` points the
+readers at another folder of the same format (for instance a fresh recording
+before it is committed).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-#: Where the recorded traces live: the shared folder beside the project root.
-VECTORS_DIR = Path(os.environ.get("STKTAGG_VECTORS", Path(__file__).resolve().parents[2] / "shared" / "vectors"))
+#: Where the recorded traces live: inside the repository.
+VECTORS_DIR = Path(os.environ.get("STKTAGG_VECTORS", Path(__file__).resolve().parent / "data" / "vectors"))
 
 _COMMENT = re.compile(r"^# ([<>]) (\S+) c(\d+) (.*)$")
 
@@ -22,6 +28,7 @@ class Unit:
     data: bytes
     text: str  #: the capture tool's decoded text
     lineno: int
+    time: str = ""  #: ISO time of the read (HAProxy's units of one read share it) or of the send
 
     @property
     def is_handshake(self) -> bool:
@@ -32,8 +39,8 @@ class Unit:
         return self.text.startswith("raw bytes")
 
 
-def trace_files() -> list[Path]:
-    return sorted(VECTORS_DIR.glob("*.hex"))
+def trace_files(directory: Path | None = None) -> list[Path]:
+    return sorted((directory or VECTORS_DIR).glob("*.hex"))
 
 
 def read_trace(path: Path) -> list[Unit]:
@@ -47,7 +54,22 @@ def read_trace(path: Path) -> list[Unit]:
             continue
         if last_comment is None:
             raise ValueError(f"{path.name}:{lineno}: hex line without a direction comment")
-        direction, _time, conn, text = last_comment.groups()
-        units.append(Unit(direction, int(conn), bytes.fromhex(line.strip()), text, lineno))
+        direction, time, conn, text = last_comment.groups()
+        units.append(Unit(direction, int(conn), bytes.fromhex(line.strip()), text, lineno, time))
         last_comment = None
     return units
+
+
+def reads(units: list[Unit]) -> list[list[Unit]]:
+    """The units in order, HAProxy's consecutive units of one read (same connection, same time) together."""
+    groups: list[list[Unit]] = []
+    for unit in units:
+        last = groups[-1][-1] if groups else None
+        if (
+            last is not None and unit.direction == "<" and last.direction == "<"
+            and unit.connection == last.connection and unit.time == last.time
+        ):
+            groups[-1].append(unit)
+        else:
+            groups.append([unit])
+    return groups
