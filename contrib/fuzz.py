@@ -5,7 +5,7 @@
 
 Inputs are random bytes and mutations (bit flips, inserted/deleted/duplicated
 runs, truncations, splices, interesting varint bytes) of real seeds: the
-message streams recorded from HAProxy (../shared/vectors), hellos, and the
+message streams recorded from HAProxy (tests/data/vectors), hellos, and the
 valid configuration files of the test suite. For every input the target must
 return normally or raise the typed error its contract allows:
 
@@ -18,6 +18,11 @@ Any other exception is a finding: it is printed with the input (hex) and the
 campaign exits 1. The report gives inputs per target, inputs per second, the
 slowest single input (a hang would show here) and the RSS before and after
 (unbounded memory would show here).
+
+Without seeds for every target (no recorded traces, for instance: set
+``STKTAGG_VECTORS`` to their folder) the campaign cannot run: it says so on
+stderr and exits 2 at once, as it does when a campaign process dies without
+reporting.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import queue
 import random
 import resource
 import sys
@@ -43,6 +49,9 @@ from stktagg.wire import MessageDecoder  # noqa: E402
 
 HELLO = b"HAProxyS 2.1\nAGGR\nA 4242 1\n"
 INTERESTING = [b"\x00", b"\xff", b"\xf0", b"\x80", b"\xef", b"\x0a\x82", b"\x0a\x80\xff", b"\xff" * 10, b"\n"]
+VALID_CONFIGS = ROOT / "tests/data/config/valid"
+#: Exit code when the campaign cannot run (no seeds, a process lost); 1 is for findings.
+EXIT_CANNOT_RUN = 2
 
 
 def seeds() -> dict[str, list[bytes]]:
@@ -55,9 +64,28 @@ def seeds() -> dict[str, list[bytes]]:
             if not unit.is_handshake:
                 per_direction.setdefault((unit.direction, unit.connection), bytearray()).extend(unit.data)
         streams += [bytes(s) for s in per_direction.values() if s]
-    configs = [p.read_bytes() for p in sorted((ROOT / "tests/data/config/valid").glob("*.cfg"))]
+    configs = [p.read_bytes() for p in sorted(VALID_CONFIGS.glob("*.cfg"))]
     hellos = [HELLO, b"HAProxyS 2.0\r\nAGGR\r\nB 1 1\r\n", b"HAProxyS 2.1\nAGGR\nAGGR 1 1\n"]
     return {"streams": streams, "configs": configs, "hellos": hellos}
+
+
+def missing_seeds(pool: dict[str, list[bytes]]) -> list[str]:
+    """Why a target has no seeds (one reason per empty list); empty when all have some."""
+    import vectors
+
+    reasons = []
+    if not pool["streams"]:
+        traces = vectors.trace_files()
+        where = getattr(vectors, "VECTORS_DIR", "the vectors folder")
+        if traces:
+            reasons.append(f"the {len(traces)} recorded trace(s) in {where} hold no message streams")
+        else:
+            reasons.append(f"no recorded traces in {where} (*.hex; set STKTAGG_VECTORS to the folder that holds them)")
+    if not pool["configs"]:
+        reasons.append(f"no valid configuration files in {VALID_CONFIGS} (*.cfg)")
+    if not pool["hellos"]:
+        reasons.append("no hellos")
+    return reasons
 
 
 def mutate(rng: random.Random, data: bytes, pool: list[bytes]) -> bytes:
@@ -116,9 +144,8 @@ def run_config(data: bytes) -> None:
         pass
 
 
-def campaign(count: int, seed: int, out) -> None:
+def campaign(count: int, seed: int, out, pool: dict[str, list[bytes]], worker: int = 0) -> None:
     rng = random.Random(seed)
-    pool = seeds()
     streams, configs, hellos = pool["streams"], pool["configs"], pool["hellos"]
     everything = streams + configs + hellos
     counts = {"decoder": 0, "session": 0, "config": 0}
@@ -141,14 +168,37 @@ def campaign(count: int, seed: int, out) -> None:
             else:
                 run_config(data)
         except Exception as exc:  # a finding: anything but the contract's typed errors
-            out.put({"finding": f"{kind}: {type(exc).__name__}: {exc}", "input": data.hex()})
+            out.put({"worker": worker, "finding": f"{kind}: {type(exc).__name__}: {exc}", "input": data.hex()})
             return
         elapsed = time.perf_counter() - started
         if elapsed > slowest[0]:
             slowest = (elapsed, kind, data[:64])
         counts[kind] += 1
-    out.put({"counts": counts, "slowest_s": slowest[0], "slowest_kind": slowest[1],
+    out.put({"worker": worker, "counts": counts, "slowest_s": slowest[0], "slowest_kind": slowest[1],
              "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})
+
+
+def collect(procs: list, out) -> list[dict] | None:
+    """One result per campaign process; None (said on stderr) if one died without reporting."""
+    results: dict[int, dict] = {}
+    while len(results) < len(procs):
+        try:
+            result = out.get(timeout=1.0)
+        except queue.Empty:
+            lost = [i for i, proc in enumerate(procs) if i not in results and proc.exitcode is not None]
+            if not lost:
+                continue  # still running
+            try:  # a result put just before the process exited may still be in the pipe
+                result = out.get(timeout=1.0)
+            except queue.Empty:
+                codes = ", ".join(f"process {i} exit code {procs[i].exitcode}" for i in lost)
+                print(f"fuzz.py: a campaign process died without reporting ({codes})", file=sys.stderr)
+                for proc in procs:
+                    if proc.exitcode is None:
+                        proc.terminate()
+                return None
+        results[result["worker"]] = result
+    return [results[i] for i in sorted(results)]
 
 
 def main() -> int:
@@ -157,16 +207,29 @@ def main() -> int:
     p.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args()
+    # The seeds, read once (the forked campaign processes share them); a target without
+    # any would make every campaign process fail: stop here, at once, saying why.
+    try:
+        pool = seeds()
+    except (OSError, ValueError) as exc:
+        print(f"fuzz.py: cannot read the seed inputs: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    reasons = missing_seeds(pool)
+    if reasons:
+        print(f"fuzz.py: no seed inputs: {'; '.join(reasons)}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
     share = args.inputs // args.processes
     started = time.monotonic()
-    procs = [ctx.Process(target=campaign, args=(share, args.seed + i, out)) for i in range(args.processes)]
+    procs = [ctx.Process(target=campaign, args=(share, args.seed + i, out, pool, i)) for i in range(args.processes)]
     for proc in procs:
         proc.start()
-    results = [out.get() for _ in procs]
+    results = collect(procs, out)
     for proc in procs:
         proc.join()
+    if results is None:
+        return EXIT_CANNOT_RUN
     elapsed = time.monotonic() - started
     findings = [r for r in results if "finding" in r]
     totals = {k: sum(r["counts"][k] for r in results if "counts" in r) for k in ("decoder", "session", "config")}

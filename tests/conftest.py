@@ -4,8 +4,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
+
+try:
+    from hypothesis import settings
+except ImportError:  # the property tests skip or fail on their own
+    pass
+else:
+    # Hypothesis's default deadline (200 ms per example) assumes a fast, idle machine; on a
+    # loaded one (shared cores, libfaketime's overhead) a slow example of the session
+    # property tests would fail as DeadlineExceeded. 2 s still catches an input that hangs.
+    # Tests with their own @settings(deadline=...) keep it. HYPOTHESIS_PROFILE=default
+    # restores Hypothesis's own defaults.
+    settings.register_profile("stktagg", deadline=timedelta(seconds=2))
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "stktagg"))
 
 
 def open_fd_count() -> int:

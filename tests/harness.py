@@ -25,6 +25,11 @@ ENTRY = ROOT / "hapee_stktagg.py"
 HAPROXY26 = shutil.which("haproxy") or "/usr/sbin/haproxy"
 HAPROXY28 = os.environ.get("STKTAGG_HAPROXY28", "")
 DEFAULT_TIMEOUT = 15.0
+#: The deadline for the sums to converge on every node (normally well under a second; a
+#: restarted or cut peer takes HAProxy's 5 s reconnect cycle): generous for a slow machine.
+CONVERGE_TIMEOUT = 30.0
+#: libfaketime (Debian package faketime), to run a process with a shifted wall clock; None if absent.
+LIBFAKETIME = next(iter(sorted(Path("/usr/lib").glob("*/faketime/libfaketimeMT.so.1"))), None)
 
 
 def haproxy_binaries() -> list[tuple[str, str]]:

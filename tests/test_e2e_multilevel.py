@@ -20,7 +20,7 @@ import signal
 
 import pytest
 
-from harness import Aggregator, HaproxyNode, TableSpec, fresh_loopback, haproxy_binaries, wait_for
+from harness import CONVERGE_TIMEOUT, Aggregator, HaproxyNode, TableSpec, fresh_loopback, haproxy_binaries, wait_for
 
 pytestmark = pytest.mark.e2e
 VERSIONS = haproxy_binaries()
@@ -81,7 +81,7 @@ class Tree:
         for _ in range(count):
             assert self.nodes[node].request({"x-key": key}) == 200
 
-    def wait_sums(self, key: str, regional: dict[str, int], total: int, timeout: float = 10) -> None:
+    def wait_sums(self, key: str, regional: dict[str, int], total: int, timeout: float = CONVERGE_TIMEOUT) -> None:
         def converged():
             for name, node in self.nodes.items():
                 aggr = node.table("mytable.aggr").get(key, {}).get("http_req_cnt")
@@ -122,7 +122,7 @@ def test_losing_one_top_member_needs_no_action_and_it_converges_back(tree):
     tree.wait_sums("bob", {"A": 7, "B": 5}, 12)
     tree.level2["AGGR.1"].start()
     wait_for(lambda: "key=bob http_req_cnt=12 " in tree.level2["AGGR.1"].cli("show table top mytable.l2"),
-             timeout=10, what="the restarted top member to rebuild the global sum")
+             timeout=CONVERGE_TIMEOUT, what="the restarted top member to rebuild the global sum")
     tree.send("hB.2", "bob", 1)
     tree.wait_sums("bob", {"A": 7, "B": 6}, 13)
 
@@ -132,7 +132,7 @@ def test_level1_ignores_forwarded_tables_from_down_peers_and_other_tables_from_u
     tree.nodes["hA.1"].cli("set table mytable.l2 key mallory data.http_req_cnt 999")
     tree.send("hA.1", "carol", 1)
     wait_for(lambda: tree.nodes["hB.1"].table("mytable.l2").get("carol", {}).get("http_req_cnt") == "1",
-             timeout=10, what="carol to reach hB.1's global table")
+             timeout=CONVERGE_TIMEOUT, what="carol to reach hB.1's global table")
     assert "mallory" not in tree.nodes["hA.2"].table("mytable.l2")
     assert "mallory" not in tree.nodes["hB.1"].table("mytable.l2")
 
@@ -166,7 +166,7 @@ def test_two_sections_in_one_process_do_not_leak(tmp_path, shared_port):
         def sums():
             return {n: node.table("mytable.aggr").get("k", {}).get("http_req_cnt") for n, node in nodes.items()}
 
-        wait_for(lambda: sums() == {"X1": "3", "X2": "3", "Y1": "30", "Y2": "30"}, timeout=10,
+        wait_for(lambda: sums() == {"X1": "3", "X2": "3", "Y1": "30", "Y2": "30"}, timeout=CONVERGE_TIMEOUT,
                  what="each section's sum on its own nodes only")
         aggrs = aggr.cli("show aggrs")
         assert "aggregations s_AGG1" in aggrs and "aggregations s_AGG2" in aggrs

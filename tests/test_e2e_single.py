@@ -13,6 +13,7 @@ import shutil
 import pytest
 
 from harness import (
+    CONVERGE_TIMEOUT,
     Aggregator,
     HaproxyNode,
     TableSpec,
@@ -102,7 +103,7 @@ def aggregate_on_every_node(bed: Bed, table: str, key: str, expected: dict[str, 
             seen[node.name] = entry
         return seen
 
-    return wait_for(check, timeout=10, what=f"{table} {key} == {expected} on every node")
+    return wait_for(check, timeout=CONVERGE_TIMEOUT, what=f"{table} {key} == {expected} on every node")
 
 
 def test_counts_are_summed_and_pushed_to_every_node(kinds_bed):
@@ -193,7 +194,7 @@ def test_aggregator_killed_and_restarted_rebuilds_everything(kinds_bed):
         return (strings.get("frank", {}).get("http_req_cnt") == "5"
                 and ips.get("198.51.100.1", {}).get("http_req_cnt") == "4")
 
-    wait_for(rebuilt, timeout=10, what="the restarted aggregator to rebuild its sums")
+    wait_for(rebuilt, timeout=CONVERGE_TIMEOUT, what="the restarted aggregator to rebuild its sums")
     send(c, "x-key", "frank", 1)
     aggregate_on_every_node(kinds_bed, "t_str.aggr", "frank", {"http_req_cnt": 6})
 
@@ -206,10 +207,10 @@ def test_haproxy_node_restarted_gets_its_aggregates_back(kinds_bed):
     b.stop(signal.SIGKILL)
     b.start()
     wait_for(lambda: b.table("t_str.aggr").get("grace", {}).get("http_req_cnt") == "7",
-             timeout=10, what="the restarted node to get its aggregate back")
+             timeout=CONVERGE_TIMEOUT, what="the restarted node to get its aggregate back")
     # And its own counter, which it taught us before it died.
     wait_for(lambda: b.table("t_str.local").get("grace", {}).get("http_req_cnt") == "5",
-             timeout=10, what="the restarted node to get its own counter back")
+             timeout=CONVERGE_TIMEOUT, what="the restarted node to get its own counter back")
     send(b, "x-key", "grace", 1)
     aggregate_on_every_node(kinds_bed, "t_str.aggr", "grace", {"http_req_cnt": 8})
 

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from harness import Aggregator, HaproxyNode, TableSpec, fresh_loopback, haproxy_binaries, wait_for
+from harness import CONVERGE_TIMEOUT, Aggregator, HaproxyNode, TableSpec, fresh_loopback, haproxy_binaries, wait_for
 from stktagg import bench
 
 pytestmark = pytest.mark.e2e
@@ -63,7 +63,7 @@ class Bed:
         self.expected += 1
         want = str(self.expected)
         wait_for(lambda: all(n.table("mytable.aggr").get("healthy", {}).get("http_req_cnt") == want
-                             for n in self.nodes), timeout=10, what=f"healthy sum {want} on both nodes")
+                             for n in self.nodes), timeout=CONVERGE_TIMEOUT, what=f"healthy sum {want} on both nodes")
 
     def connect(self) -> socket.socket:
         sock = socket.create_connection((self.address, 11100), timeout=10)
@@ -139,8 +139,10 @@ def test_hello_that_never_finishes_is_dropped_after_the_timeout(bed):
     with bed.connect() as sock:
         sock.sendall(b"HAProxyS 2.1\nAGGR\n")
         started = time.monotonic()
-        assert read_until_closed(sock, timeout=15) == b""
-        assert 4.5 <= time.monotonic() - started <= 7
+        assert read_until_closed(sock, timeout=30) == b""
+        # Not before the 5 s timeout (the timer starts at accept, a little before
+        # ``started``); after it, generously for a loaded machine.
+        assert 4.5 <= time.monotonic() - started <= 15
     bed.assert_healthy()
 
 

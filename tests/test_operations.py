@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from harness import ENTRY, ROOT, Aggregator, can_query, fresh_loopback, unix_query, wait_for
+from harness import CONVERGE_TIMEOUT, ENTRY, ROOT, Aggregator, can_query, fresh_loopback, unix_query, wait_for
 
 BASE = """\
 global
@@ -37,6 +37,12 @@ def status_field(pid: int, name: str) -> str:
     raise KeyError(name)
 
 
+def log_time(line: str) -> float:
+    """The time of a foreground log line ("2026-12-01 16:30:00,123 hapee-stktagg[...]"), in seconds."""
+    stamp, millis = line[:23].split(",")
+    return time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")) + int(millis) / 1000
+
+
 def test_daemon_mode_detaches_writes_its_pid_file_and_cleans_up_on_sigterm(tmp_path):
     addr = fresh_loopback()
     cfg = tmp_path / "aggr.cfg"
@@ -56,7 +62,7 @@ def test_daemon_mode_detaches_writes_its_pid_file_and_cleans_up_on_sigterm(tmp_p
         assert "aggregations agg" in unix_query(tmp_path / "aggr.sock", "show aggrs")
     finally:
         os.kill(pid, signal.SIGTERM)
-    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=2, what="the daemon to exit")
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), what="the daemon to exit")
     assert not pidfile.exists() and not (tmp_path / "aggr.sock").exists()
 
 
@@ -66,10 +72,16 @@ def test_stop_signals_end_the_process_within_a_second_and_remove_socket_files(tm
     aggr.start()
     started = time.monotonic()
     aggr.process.send_signal(signum)
-    assert aggr.process.wait(5) == 0
-    assert time.monotonic() - started < 1.0
+    assert aggr.process.wait(10) == 0
+    # From the signal to the exit (interpreter teardown included): generous for a loaded
+    # machine, yet short of what a stop waiting for a timer would take (handshake 5 s).
+    assert time.monotonic() - started < 3.0
     assert not aggr.socket_path.exists()
-    assert f"received {signal.Signals(signum).name}, stopping" in aggr.log_path.read_text()
+    log = aggr.log_path.read_text()
+    stopping = next(line for line in log.splitlines() if f"received {signal.Signals(signum).name}, stopping" in line)
+    stopped = next(line for line in log.splitlines() if line.endswith(" stopped"))
+    # The shutdown itself, by the daemon's own clock: within the second the README promises.
+    assert log_time(stopped) - log_time(stopping) < 1.0
 
 
 def test_sighup_reopens_logs_and_keeps_running(tmp_path):
@@ -147,8 +159,8 @@ def test_source_address_is_used_for_outgoing_connections(tmp_path):
     top.start()
     level1.start()
     try:
-        wait_for(lambda: f"session with peer L1 ({source}:" in top.log_path.read_text(), timeout=10,
-                 what="the top level to see the connection from the source address")
+        wait_for(lambda: f"session with peer L1 ({source}:" in top.log_path.read_text(),
+                 timeout=CONVERGE_TIMEOUT, what="the top level to see the connection from the source address")
     finally:
         level1.stop()
         top.stop()

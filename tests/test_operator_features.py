@@ -10,7 +10,16 @@ import socket
 
 import pytest
 
-from harness import Aggregator, HaproxyNode, TableSpec, fresh_loopback, haproxy_binaries, parse_aggr_table, wait_for
+from harness import (
+    CONVERGE_TIMEOUT,
+    Aggregator,
+    HaproxyNode,
+    TableSpec,
+    fresh_loopback,
+    haproxy_binaries,
+    parse_aggr_table,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 TABLE = TableSpec("mytable", "string len 32", "http_req_cnt,http_req_rate(10s),gpc0", "x-key", "req.hdr(x-key)")
@@ -47,7 +56,7 @@ class Bed:
 
     def converge(self, key: str, count: int) -> None:
         wait_for(lambda: all(n.table("mytable.aggr").get(key, {}).get("http_req_cnt") == str(count)
-                             for n in self.nodes), timeout=10, what=f"{key} == {count} on the nodes")
+                             for n in self.nodes), timeout=CONVERGE_TIMEOUT, what=f"{key} == {count} on the nodes")
 
     def metrics(self) -> str:
         conn = http.client.HTTPConnection(self.address, 9100, timeout=5)
@@ -150,7 +159,7 @@ def _read_until(sock: socket.socket, end: bytes) -> bytes:
 def test_clear_table_forgets_and_clears_the_nodes_aggregates(bed):
     assert bed.aggr.cli("clear table agg mytable.aggr key bob").strip() == "Cleared 1 entry."
     assert "bob" not in parse_aggr_table(bed.aggr.cli("show table agg mytable.aggr"))
-    wait_for(lambda: all("bob" not in n.table("mytable.aggr") for n in bed.nodes), timeout=10,
+    wait_for(lambda: all("bob" not in n.table("mytable.aggr") for n in bed.nodes), timeout=CONVERGE_TIMEOUT,
              what="the nodes' bob aggregate to be cleared")
     assert "alice" in bed.nodes[0].table("mytable.aggr")  # other keys untouched
     assert bed.aggr.cli("clear table agg mytable.aggr").strip() == "Cleared 1 entry."

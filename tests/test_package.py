@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from harness import ROOT, HaproxyNode, TableSpec, fresh_loopback, haproxy_binaries, wait_for, can_query
+from harness import CONVERGE_TIMEOUT, ROOT, HaproxyNode, TableSpec, fresh_loopback, haproxy_binaries, wait_for, can_query
 
 PROGRAM = "/opt/hapee-extras/sbin/hapee-stktagg"
 CONFIG = "/etc/hapee-extras/hapee-stktagg.cfg"
@@ -26,7 +26,12 @@ def test_manual_pages_are_lint_clean(page):
     if not shutil.which("mandoc"):
         pytest.skip("mandoc is not installed")
     lint = run("mandoc", "-T", "lint", page, cwd=ROOT)
-    assert lint.returncode == 0 and lint.stdout + lint.stderr == ""
+    # Whether the page's date is "in the future" depends on this machine's clock, not on
+    # the page: that one warning is not a lint finding (mandoc exits 2 for it, as for any warning).
+    lines = (lint.stdout + lint.stderr).splitlines()
+    findings = [line for line in lines if "WARNING: date in the future" not in line]
+    assert findings == [], lint
+    assert lint.returncode == (0 if lines == [] else 2), lint
     groff = run("groff", "-man", "-ww", "-Tutf8", page, cwd=ROOT, env=dict(os.environ, LC_ALL="C.UTF-8"))
     assert groff.returncode == 0 and groff.stderr == ""
     rendered = run("man", "-l", page, cwd=ROOT, env=dict(os.environ, MANPAGER="cat", PAGER="cat"))
@@ -76,7 +81,7 @@ def _run_installed_program_against_haproxy(tmp_path) -> None:
         for _ in range(3):
             assert node.request({"x-ip": "198.51.100.9"}) == 200
         wait_for(lambda: node.table("mytable.aggr").get("198.51.100.9", {}).get("http_req_cnt") == "3",
-                 timeout=10, what="the installed daemon's sum on the node")
+                 timeout=CONVERGE_TIMEOUT, what="the installed daemon's sum on the node")
         answer = run("socat", "stdio", f"UNIX-CONNECT:{sock}", input="show table AGGR mytable.aggr\n").stdout
         assert answer.startswith("key=198.51.100.9 http_req_cnt=3 ")
     finally:

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import ssl
+import subprocess
+import sys
+import time
+
 import pytest
 
-from harness import Aggregator, HaproxyNode, TableSpec, fresh_loopback, haproxy_binaries, wait_for
+from harness import (
+    CONVERGE_TIMEOUT,
+    LIBFAKETIME,
+    ROOT,
+    Aggregator,
+    HaproxyNode,
+    TableSpec,
+    fresh_loopback,
+    haproxy_binaries,
+    wait_for,
+)
 from stktagg.config import parse
 from stktagg.errors import ConfigError
 from stktagg.tls import TLSError, TLSLayer, client_context, section_contexts, server_context
@@ -75,6 +91,64 @@ class TestLayerInMemory:
         client, server = self.layers(pki, client_ca="rogue-ca")
         with pytest.raises(TLSError, match="certificate verify failed"):
             pump(client, server)
+
+
+DAY = 86400
+
+#: A TLS handshake with the test PKI's certificates, in a process whose wall clock
+#: libfaketime shifts: argv = ca, server bundle, client bundle.
+_HANDSHAKE_UNDER_SHIFTED_CLOCK = """
+import sys, time
+from stktagg.config import parse
+from stktagg.tls import TLSLayer, client_context, server_context
+ca, server_crt, client_crt = sys.argv[1:4]
+def section(local, peer=""):
+    return parse("aggregations s\\n    peer ME 127.0.0.1:10000 local " + local + "\\n    peer OTHER 127.0.0.1:10001 up "
+                 + peer + "\\n    from any to .aggr\\n", "t.cfg").aggregations[0]
+server = TLSLayer(server_context(section("ssl crt %s ca-file %s verify required" % (server_crt, ca)).local_peer), True)
+client = TLSLayer(client_context(section("", "ssl crt %s ca-file %s" % (client_crt, ca)).peer("OTHER")), False)
+_, to_server = client.feed_incoming(b"")
+for _ in range(20):
+    _, to_client = server.feed_incoming(to_server)
+    _, to_server = client.feed_incoming(to_client)
+assert client.handshake_done() and server.handshake_done()
+print(time.strftime("%Y-%m-%d", time.gmtime()))
+"""
+
+
+class TestCertificatesDoNotDependOnTodaysDate:
+    """The test PKI must work with the clock a year ahead or days behind the moment it was made."""
+
+    @staticmethod
+    def validity(path) -> tuple[float, float]:
+        out = subprocess.run(["openssl", "x509", "-in", str(path), "-noout", "-startdate", "-enddate"],
+                             capture_output=True, text=True, check=True, timeout=60).stdout
+        dates = dict(line.split("=", 1) for line in out.splitlines())
+        return ssl.cert_time_to_seconds(dates["notBefore"]), ssl.cert_time_to_seconds(dates["notAfter"])
+
+    def test_every_certificate_is_valid_from_a_year_back_to_ten_years_ahead(self, pki):
+        now = time.time()
+        for path in (pki.ca("ca"), pki.ca("rogue-ca"), pki.leaf("node1", "ca"), pki.leaf("rogue", "rogue-ca")):
+            not_before, not_after = self.validity(path)
+            assert not_before <= now - 366 * DAY, (path.name, "not valid a year back")
+            assert not_after >= now + 10 * 365 * DAY, (path.name, "not valid ten years ahead")
+
+    @pytest.mark.skipif(LIBFAKETIME is None, reason="libfaketime (Debian package faketime) is not installed")
+    @pytest.mark.parametrize("days", [400, -3])
+    def test_handshake_with_the_clock_shifted_after_the_certificates_were_made(self, pki, days):
+        files = [str(pki.ca("ca")), str(pki.leaf("aggr", "ca")), str(pki.leaf("node1", "ca"))]
+        # An absolute start time computed from this process's clock (itself possibly faked).
+        shifted = time.gmtime(time.time() + days * DAY)
+        env = dict(os.environ, LD_PRELOAD=str(LIBFAKETIME), TZ="UTC", FAKETIME_DONT_FAKE_MONOTONIC="1",
+                   FAKETIME=time.strftime("@%Y-%m-%d %H:%M:%S", shifted), PYTHONPATH=str(ROOT))
+        for inherited in ("FAKETIME_TIMESTAMP_FILE", "FAKETIME_SHARED"):  # from a faketime wrapper, if any
+            env.pop(inherited, None)
+        out = subprocess.run([sys.executable, "-c", _HANDSHAKE_UNDER_SHIFTED_CLOCK, *files],
+                             capture_output=True, text=True, timeout=60, env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+        # The shift did reach the child (the date it saw), so the handshake ran at that date.
+        assert out.stdout.strip() in {time.strftime("%Y-%m-%d", shifted),
+                                      time.strftime("%Y-%m-%d", time.gmtime(time.time() + days * DAY + 60))}
 
 
 class TestContextsFromConfig:
@@ -152,9 +226,9 @@ def test_mutual_tls_sums_flow_and_a_foreign_certificate_is_refused(tmp_path, pki
         bed.hit("B", "alice", 3)
         bed.hit("R", "alice", 100)
         wait_for(lambda: bed.aggr_count("A", "alice") == "5" and bed.aggr_count("B", "alice") == "5",
-                 timeout=10, what="sums over TLS on A and B")
-        wait_for(lambda: "TLS handshake with peer R? " in bed.aggr.log_path.read_text(), timeout=10,
-                 what="the refused handshake to be logged with the peer's name")
+                 timeout=CONVERGE_TIMEOUT, what="sums over TLS on A and B")
+        wait_for(lambda: "TLS handshake with peer R? " in bed.aggr.log_path.read_text(),
+                 timeout=CONVERGE_TIMEOUT, what="the refused handshake to be logged with the peer's name")
         assert "certificate verify failed" in bed.aggr.log_path.read_text()
         assert bed.aggr_count("R", "alice") is None  # contributes nothing, receives nothing
         assert "peer 'R' (2) state: 0x0" in bed.aggr.cli("show aggrs")
@@ -167,13 +241,13 @@ def test_verify_none_and_optional_behave_as_named(tmp_path, pki):
     with TLSBed(tmp_path / "none", pki, binary, "none", {"A": "node-a", "R": "rogue-r"}) as bed:
         bed.hit("A", "k", 1)
         bed.hit("R", "k", 2)
-        wait_for(lambda: bed.aggr_count("A", "k") == "3", timeout=10, what="verify none: foreign cert accepted")
+        wait_for(lambda: bed.aggr_count("A", "k") == "3", timeout=CONVERGE_TIMEOUT, what="verify none: foreign cert accepted")
     (tmp_path / "optional").mkdir()
     with TLSBed(tmp_path / "optional", pki, binary, "optional", {"A": "node-a", "N": None, "R": "rogue-r"}) as bed:
         bed.hit("A", "k", 1)
         bed.hit("N", "k", 2)
         bed.hit("R", "k", 4)
-        wait_for(lambda: bed.aggr_count("A", "k") == "3", timeout=10,
+        wait_for(lambda: bed.aggr_count("A", "k") == "3", timeout=CONVERGE_TIMEOUT,
                  what="verify optional: no certificate accepted, foreign one refused")
         assert bed.aggr_count("R", "k") is None
 
@@ -201,7 +275,7 @@ def test_outgoing_tls_link_to_an_up_level_aggregator(tmp_path, pki):
     try:
         for _ in range(3):
             assert node.request({"x-key": "z"}) == 200
-        wait_for(lambda: "key=z http_req_cnt=3 " in top.cli("show table top mytable.l2"), timeout=10,
+        wait_for(lambda: "key=z http_req_cnt=3 " in top.cli("show table top mytable.l2"), timeout=CONVERGE_TIMEOUT,
                  what="the region's sum to reach the top over TLS")
     finally:
         node.stop()

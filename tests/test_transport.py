@@ -34,7 +34,8 @@ from stktagg.transport import (
     ip_family,
 )
 
-TIMEOUT = 5.0
+#: The deadline of every wait (normally milliseconds; generous for a loaded machine).
+TIMEOUT = 30.0
 
 
 pytestmark = pytest.mark.usefixtures("no_fd_leak")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -22,12 +23,10 @@ def test_every_update_is_applied_and_the_loop_is_woken(count):
     try:
         for peer in range(4):
             workers.submit_updates(table, peer, table.fields, [(f"k{i}".encode(), (1,), None) for i in range(500)], 0)
-        assert woken.wait(5)
-        deadline = threading.Event()
-        for _ in range(500):
-            if workers.pending() == 0:
-                break
-            deadline.wait(0.01)  # polling interval; the loop bound decides
+        assert woken.wait(30)
+        deadline = time.monotonic() + 30  # generous for a loaded machine: normally milliseconds
+        while workers.pending() and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling interval; the deadline decides
         assert workers.pending() == 0 and workers.applied == 2000
         assert len(table) == 500 and table.lookup(b"k7", 0)[0] == (4,)
     finally:
