@@ -3,7 +3,7 @@
 
     python3 contrib/bench_matrix.py [--runs 3] [--duration 10] [--quick]
 
-Each figure is the median of ``--runs`` runs of ``python3 -m stktagg.bench``
+Each figure is the median of ``--runs`` runs of ``python3 contrib/bench.py``
 (one fresh target per run, on its own loopback address). Rows: the targets of
 issue 6 (4 peers, 100k keys, aggregator and HAProxy side by side), latency at
 50,000 updates/s offered, rebuild after a restart, and the scaling rows
@@ -21,11 +21,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "contrib" / "bench.py"
 
 
 def bench(*args: str) -> dict:
     address = f"127.{random.randint(16, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}:11100"
-    out = subprocess.run([sys.executable, "-m", "stktagg.bench", "--target", address, "--json", *args],
+    out = subprocess.run([sys.executable, str(BENCH), "--target", address, "--json", *args],
                          cwd=ROOT, capture_output=True, text=True, timeout=900)
     return json.loads(out.stdout.splitlines()[0])
 

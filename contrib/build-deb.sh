@@ -18,7 +18,11 @@ version=$(python3 -c 'import stktagg; print(stktagg.__version__)')
 work=$(mktemp -d)
 tree="$work/hapee-extras-stktagg-$version"
 mkdir -p "$tree"
-git ls-files -z --cached --others --exclude-standard 2>/dev/null | xargs -0 -I{} cp --parents {} "$tree" 2>/dev/null || cp -r setup.py setup.cfg README.md hapee_stktagg.py stktagg man contrib "$tree"
+# The work tree's files as git sees them (tracked, or new and not ignored), minus those
+# deleted or moved away but not yet committed; without git, the directories themselves.
+git ls-files -z --cached --others --exclude-standard 2>/dev/null \
+    | while IFS= read -r -d '' f; do if [ -e "$f" ]; then printf '%s\0' "$f"; fi; done \
+    | xargs -0 -I{} cp --parents {} "$tree" 2>/dev/null || cp -r setup.py setup.cfg README.md hapee_stktagg.py stktagg man contrib "$tree"
 cp -r contrib/debian "$tree/debian"
 (cd "$tree" && dpkg-buildpackage -us -uc -b >"$work/build.log" 2>&1) || { tail -40 "$work/build.log"; exit 1; }
 mkdir -p "$out"

@@ -4,7 +4,7 @@
     python3 contrib/soak.py --minutes 30 [--rate 50000] [--peers 4] [--keys 100000]
 
 Starts the aggregator on a private loopback address, drives it with the
-benchmark's peers (``stktagg.bench``) at a fixed rate, and prints one line
+benchmark's peers (``contrib/bench.py``) at a fixed rate, and prints one line
 every 10 s: elapsed time, RSS, open file descriptors, and the acked rate of
 the last interval (from the aggregator's own counter). A final JSON line
 gives the first and last samples and the growth, so "flat" is a number.
@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stktagg import bench  # noqa: E402
+import bench  # noqa: E402  (contrib/bench.py, next to this file)
 
 
 def sample(pid: int) -> tuple[int, int]:

@@ -1,8 +1,10 @@
 """One ``aggregations`` section: which table goes where, and what each peer is sent.
 
-No sockets, no clock (``now`` is passed in, ms). Imports ``config`` (the
-model), ``schema``, ``wire``, ``table`` and ``session`` (to call its send
-methods).
+No sockets, no clock reading: ``now`` is passed in, in the clock's seconds
+(``clock.Clock.now``), which is what sessions take; the tables' milliseconds
+are derived from it with ``clock.table_ms``, here and nowhere else in this
+module. Imports ``clock`` (the conversion only), ``config`` (the model),
+``schema``, ``wire``, ``table`` and ``session`` (to call its send methods).
 
 Routing (DESIGN.md §3.1 and §3.4), per table a peer defines:
 - from a down peer (a HAProxy node or a lower aggregator): a table whose
@@ -23,7 +25,8 @@ import enum
 import logging
 from dataclasses import dataclass
 
-from .config import Address, Aggregations, Peer, PeerRole
+from .clock import table_ms
+from .config import Address, Aggregations, Peer, PeerRole, table_suffix
 from .schema import Field
 from .session import OutTable, PeerSession
 from .table import AggTable, TableMode
@@ -49,12 +52,6 @@ class Route:
     table: AggTable | None
     in_fields: tuple[Field, ...]
     reason: str = ""
-
-
-def suffix_of(name: str) -> str | None:
-    """A table name's suffix: from its last dot on (``mytable.local`` -> ``.local``)."""
-    dot = name.rfind(".")
-    return name[dot:] if dot >= 0 else None
 
 
 class Section:
@@ -106,7 +103,7 @@ class Section:
         codec = definition.codec
         if not codec.decodable:
             return Route(RouteKind.IGNORE, None, (), "its updates cannot be parsed")
-        is_forwarded = suffix_of(name) in self.forward
+        is_forwarded = table_suffix(name) in self.forward
         if peer.role is PeerRole.UP:
             if not is_forwarded:
                 return Route(RouteKind.IGNORE, None, (), "tables from up peers are only forwarded")
@@ -116,7 +113,7 @@ class Section:
             return Route(RouteKind.IGNORE, None, (), "forwarded tables are not taken from down peers")
         output = self.config.from_rule.output_name(name)
         if output is None:
-            if suffix_of(name) == self.config.from_rule.to:
+            if table_suffix(name) == self.config.from_rule.to:
                 return Route(RouteKind.IGNORE, None, (), "it is an output table (ours)")
             return Route(RouteKind.IGNORE, None, (), "no 'from' rule matches it")
         if not definition.params_complete or any(f.info.has_period and not f.period for f in codec.fields):
@@ -166,44 +163,47 @@ class Section:
         return session.define_table(d.name, d.key_type, d.key_len, d.data_types, d.expire or 0, d.params)
 
     @staticmethod
-    def encode_changes(table: AggTable, changed: list, now: int) -> UpdateBatch | None:
-        """The changed keys' updates, encoded and framed once for every peer (None: per peer)."""
+    def encode_changes(table: AggTable, changed: list, now: float) -> UpdateBatch | None:
+        """The changed keys' updates, encoded and framed once for every peer (None: per peer).
+
+        ``changed`` holds ``(key, values, expire_at)``, ``expire_at`` in table ms.
+        """
         d = table.definition
         encode = compile_body_encoder(d.key_type, d.key_len, d.data_types, d.params)
         if encode is None:
             return None
-        return UpdateBatch([(encode(k, values), exp - now) for k, values, exp in changed if exp > now])
+        ms = table_ms(now)
+        return UpdateBatch([(encode(k, values), exp - ms) for k, values, exp in changed if exp > ms])
 
-    def push_batch(self, session: PeerSession, table: AggTable, batch: UpdateBatch, session_now: float) -> int:
-        session.send_batch(self.out_table(session, table), batch, session_now)
+    def push_batch(self, session: PeerSession, table: AggTable, batch: UpdateBatch, now: float) -> int:
+        session.send_batch(self.out_table(session, table), batch, now)
         return len(batch)
 
-    def push(self, session: PeerSession, table: AggTable, changed: list, now: int, session_now: float) -> int:
-        """Send changed aggregates ``(key, values, expire_at)``; returns the count sent.
-
-        ``now`` is the tables' clock (ms), ``session_now`` the session's (s):
-        two clocks, never mixed.
-        """
+    def push(self, session: PeerSession, table: AggTable, changed: list, now: float) -> int:
+        """Send changed aggregates ``(key, values, expire_at)`` (``expire_at`` in table ms); returns
+        the count sent."""
         out = self.out_table(session, table)
+        ms = table_ms(now)
         sent = 0
         for key, values, expire_at in changed:
-            remaining = expire_at - now
+            remaining = expire_at - ms
             if values is None or remaining <= 0:
                 continue
-            session.send_update(out, key, values, session_now, expire=remaining)
+            session.send_update(out, key, values, now, expire=remaining)
             sent += 1
         return sent
 
-    def teach(self, session: PeerSession, peer: Peer, now: int, session_now: float) -> int:
+    def teach(self, session: PeerSession, peer: Peer, now: float) -> int:
         """Answer a resync request: the peer's own last entries, then our tables.
 
         A HAProxy restarted hard asks for this; it gets back its own counters
         (DESIGN.md §3.5) and the current aggregates. Returns the count sent.
         """
         index = self.peer_index[peer.name]
+        ms = table_ms(now)
         sent = 0
         tables = self.tables_for(peer)
-        rows = {table.name: [r for s in range(len(table.stripes)) for r in table.snapshot(s, now)] for table in tables}
+        rows = {table.name: [r for s in range(len(table.stripes)) for r in table.snapshot(s, ms)] for table in tables}
         for table in tables:
             source = self.input_definitions.get((index, self.sources.get(table.name, b"")))
             if source is not None and source.data_types == table.definition.data_types:
@@ -211,17 +211,18 @@ class Section:
                     source.name, source.key_type, source.key_len, source.data_types, source.expire or 0, source.params
                 )
                 mine = [(key, peers[index][0], peers[index][1]) for key, _, _, peers in rows[table.name] if index in peers]
-                sent += self._send_all(session, out, mine, now, session_now)
+                sent += self._send_all(session, out, mine, now)
         for table in tables:
-            sent += self.push(session, table, [(k, agg, exp) for k, agg, exp, _ in rows[table.name]], now, session_now)
-        session.finish_teach(session_now)
+            sent += self.push(session, table, [(k, agg, exp) for k, agg, exp, _ in rows[table.name]], now)
+        session.finish_teach(now)
         return sent
 
     @staticmethod
-    def _send_all(session: PeerSession, out: OutTable, rows: list, now: int, session_now: float) -> int:
+    def _send_all(session: PeerSession, out: OutTable, rows: list, now: float) -> int:
+        ms = table_ms(now)
         sent = 0
         for key, values, expire_at in rows:
-            if expire_at > now:
-                session.send_update(out, key, values, session_now, expire=expire_at - now)
+            if expire_at > ms:
+                session.send_update(out, key, values, now, expire=expire_at - ms)
                 sent += 1
         return sent

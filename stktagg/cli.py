@@ -4,9 +4,14 @@ Commands (``help`` lists them): ``show aggrs``, ``show table``, ``show peers``,
 ``show info``, each with a ``json`` form; ``clear table``; ``prompt`` and
 ``quit``. Several commands may share a line, separated by ``;``.
 
-Handlers are pure functions of a read-only view of the server: they build
-rows (plain dicts), which one renderer writes as the reference's text
-layouts and another as JSON. ``CliConnection`` is the transport protocol:
+Handlers are pure functions: ``handler(args, status, now, commands)`` reads
+a ``status.Status`` snapshot and ``now`` (the clock's seconds, never read
+here), builds rows (plain dicts) which one renderer writes as the
+reference's text layouts and another as JSON, and changes state only
+through a command object handed to ``commands`` (``clear table``). They
+never see the server. ``execute`` runs a command line, taking a fresh
+snapshot and reading the clock once per command from its
+``status.StatusSource``. ``CliConnection`` is the transport protocol:
 without ``prompt`` it answers one line and closes (HAProxy's behaviour, what
 ``socat`` and ``nc -U`` expect); in prompt mode it answers each line followed
 by a ``> `` prompt until ``quit``.
@@ -19,22 +24,29 @@ Text layouts of the reference document (seeds/000, "show aggrs", "show table")::
         peer '<name>' (<index>) state: 0x<bits> push: 0x<id> ack: 0x<id> sync: 0x<id>
 
 ``state`` bits: 0x1 connected, 0x2 handshake done, 0x4 resync done (the peer
-taught us after our request): a working session shows 0x7.
+taught us after our request): a working session shows 0x7. ``push`` and
+``ack`` are the last update ids sent and acknowledged on the current session;
+``sync`` repeats ``push`` (the layout has the column; we keep no separate id
+for the last resync answer).
+
+Imports ``clock`` (the table-time conversion), ``datatypes``, ``errors``,
+``schema``, ``status`` and ``table`` (table modes).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import shlex
 import time
 from typing import Callable
 
+from .clock import table_ms
 from .datatypes import read_rate
 from .errors import CliError
 from .schema import Field, KeyType, StdType, format_key, integer_key
-from .table import AggTable, TableMode, now_ms
+from .status import ClearTable, Commands, SectionStatus, Status, StatusSource, TableStatus
+from .table import TableMode
 
 HELP = """\
 help                                     : this message
@@ -56,31 +68,31 @@ MAX_COMMAND_LINE = 4096
 _OPS: dict[str, Callable[[int, int], bool]] = {
     "eq": int.__eq__, "ne": int.__ne__, "le": int.__le__, "lt": int.__lt__, "ge": int.__ge__, "gt": int.__gt__,
 }
+#: ``handler(args, status, now, commands) -> answer``
+Handler = Callable[[list[str], Status, float, Commands], str]
 
 
 # -- show aggrs -----------------------------------------------------------------------------
 
 
-def aggrs_rows(server) -> list[dict]:
+def aggrs_rows(status: Status, now: float) -> list[dict]:
     rows = []
-    for section in server.sections:
+    for section in status.sections:
         tables = []
-        for table in section.tables.values():
+        for table in section.tables:
             peers = []
-            for index, peer in enumerate(section.remote_peers):
-                link = server.established.get((section.name, peer.name))
+            for peer in section.peers:
                 state = push = ack = sync = 0
-                if link is not None and link.session is not None:
-                    state = 0x1 | (0x2 if link.is_established() else 0) | (0x4 if link.synced else 0)
-                    out = link.session.out_tables.get(table.name)
-                    if out is not None:
-                        push, ack, sync = out.last_pushed, out.last_acked, out.last_pushed
-                peers.append({"name": peer.name, "index": index, "state": state, "push": push, "ack": ack,
+                if peer.connected:
+                    state = 0x1 | (0x2 if peer.established else 0) | (0x4 if peer.synced else 0)
+                    sent = peer.sent.get(table.name)
+                    if sent is not None:
+                        push, ack, sync = sent.last_pushed, sent.last_acked, sent.last_pushed
+                peers.append({"name": peer.name, "index": peer.index, "state": state, "push": push, "ack": ack,
                               "sync": sync})
             tables.append({
-                "name": _text(table.name), "mode": table.mode.value,
-                "source": _text(section.sources.get(table.name, b"")),
-                "expire": table.expire_ms, "entries": len(table), "updates": table.changes,
+                "name": _text(table.name), "mode": table.mode.value, "source": _text(table.source),
+                "expire": table.expire_ms, "entries": table.entries, "updates": table.changes,
                 "dropped": table.dropped, "peers": peers,
             })
         rows.append({"name": section.name, "tables": tables})
@@ -104,51 +116,50 @@ def render_aggrs(rows: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _show(args: list[str], usage: str, build: Callable, render: Callable, server) -> str:
+def _show(args: list[str], usage: str, build: Callable, render: Callable, status: Status, now: float) -> str:
     """A ``show`` command without arguments but ``json``: build the data, render or dump it."""
     json_out = _json_flag(args)
     _no_more(args, usage)
-    data = build(server)
+    data = build(status, now)
     return _json(data) if json_out else render(data)
 
 
-def cmd_show_aggrs(server, args: list[str]) -> str:
-    return _show(args, "show aggrs [json]", aggrs_rows, render_aggrs, server)
+def cmd_show_aggrs(args: list[str], status: Status, now: float, commands: Commands) -> str:
+    return _show(args, "show aggrs [json]", aggrs_rows, render_aggrs, status, now)
 
 
 # -- show table ----------------------------------------------------------------------------------
 
 
-def cmd_show_table(server, args: list[str]) -> str:
+def cmd_show_table(args: list[str], status: Status, now: float, commands: Commands) -> str:
     json_out = _json_flag(args)
     if len(args) < 2:
         raise CliError("Usage: show table <aggregations> <table> [key <k>] [data.<type> <op> <value>]... [json]")
-    section, table = _find_table(server, args[0], args[1])
+    section, table = _find_table(status, args[0], args[1])
     key, filters = _table_options(table, args[2:])
-    rows = table_rows(section, table, key, filters)
+    rows = table_rows(section, table, table_ms(now), key, filters)
     if json_out:
         return _json([{k: v for k, v in row.items() if not k.startswith("_")} for row in rows])
     return render_table(rows)
 
 
-def table_rows(section, table: AggTable, key: bytes | None = None, filters: list = ()) -> list[dict]:
-    now = now_ms()
+def table_rows(section: SectionStatus, table: TableStatus, now_ms: int, key: bytes | None = None,
+               filters: list = ()) -> list[dict]:
+    """Each key's aggregate and each peer's entry at the table time ``now_ms``."""
     rows = []
-    snapshot = ([(key, *found) for found in [table.lookup(key, now)] if found is not None] if key is not None
-                else [r for s in range(len(table.stripes)) for r in table.snapshot(s, now)])
-    for k, agg, agg_expire, contribs in snapshot:
+    for k, agg, agg_expire, contribs in table.rows(now_ms, key):
         values = _named_values(table, agg if agg is not None else table.empty())
         if any(not op(values.get(name, 0), ref) for name, op, ref in filters):
             continue
         peers = []
         for index in sorted(contribs):
             own, expire_at, _ = contribs[index]
-            live = expire_at > now
-            peers.append({"name": section.remote_peers[index].name,
+            live = expire_at > now_ms
+            peers.append({"name": section.peers[index].name,
                           "values": _named_values(table, own if live else table.empty()),
-                          "expire": expire_at - now if live else None})
+                          "expire": expire_at - now_ms if live else None})
         rows.append({"key": format_key(table.definition.key_type, k), "values": values,
-                     "expire": agg_expire - now if agg is not None else None, "peers": peers,
+                     "expire": agg_expire - now_ms if agg is not None else None, "peers": peers,
                      "_fields": table.fields})
     return rows
 
@@ -166,7 +177,7 @@ def _expiry_text(remaining: int | None) -> str:
     return f"exp={remaining}" if remaining is not None else "expired"
 
 
-def _named_values(table: AggTable, wire: tuple) -> dict:
+def _named_values(table: TableStatus, wire: tuple) -> dict:
     """Display name -> displayed value (rates as HAProxy reads them), arrays element by element."""
     values: dict = {}
     for f, value in zip(table.fields, wire):
@@ -199,7 +210,7 @@ def _values_text(fields: tuple[Field, ...], values: dict) -> str:
     return " ".join(parts)
 
 
-def _table_options(table: AggTable, args: list[str]) -> tuple[bytes | None, list]:
+def _table_options(table: TableStatus, args: list[str]) -> tuple[bytes | None, list]:
     key = None
     filters = []
     names = {name for f in table.fields for name, _ in _elements(f, (None,) * f.count if f.info.is_array else None)}
@@ -224,7 +235,7 @@ def _table_options(table: AggTable, args: list[str]) -> tuple[bytes | None, list
     return key, filters
 
 
-def parse_key(table: AggTable, text: str) -> bytes:
+def parse_key(table: TableStatus, text: str) -> bytes:
     """A key typed on the CLI, in the table's key type (as HAProxy's ``show table ... key``)."""
     d = table.definition
     try:
@@ -244,23 +255,19 @@ def parse_key(table: AggTable, text: str) -> bytes:
 # -- show peers / show info ------------------------------------------------------------------------
 
 
-def peers_rows(server) -> list[dict]:
+def peers_rows(status: Status, now: float) -> list[dict]:
     rows = []
-    for section in server.sections:
-        for peer in section.remote_peers:
-            link = server.established.get((section.name, peer.name))
-            session = link.session if link is not None else None
-            stats = server.peer_totals(section.name, peer.name)
+    for section in status.sections:
+        for peer in section.peers:
+            traffic = peer.traffic
             rows.append({
                 "section": section.name, "name": peer.name, "role": peer.role.value,
-                "state": session.state.value if session is not None else "idle",
-                "address": link.address if link is not None else str(peer.address),
-                "tls": bool(link is not None and link.tls),
-                "last_hello": server.last_hello.get((section.name, peer.name)),
-                "messages_in": stats.messages_in, "messages_out": stats.messages_out,
-                "bytes_in": stats.bytes_in, "bytes_out": stats.bytes_out,
-                "updates_in": stats.updates_in, "updates_out": stats.updates_out,
-                "last_error": server.last_error.get((section.name, peer.name), ""),
+                "state": peer.state.value if peer.state is not None else "idle",
+                "address": peer.address, "tls": peer.tls, "last_hello": peer.last_hello,
+                "messages_in": traffic.messages_in, "messages_out": traffic.messages_out,
+                "bytes_in": traffic.bytes_in, "bytes_out": traffic.bytes_out,
+                "updates_in": traffic.updates_in, "updates_out": traffic.updates_out,
+                "last_error": peer.last_error,
             })
     return rows
 
@@ -279,52 +286,51 @@ def render_peers(rows: list[dict]) -> str:
     return "\n".join(out) + ("\n" if out else "")
 
 
-def info_data(server) -> dict:
+def info_data(status: Status, now: float) -> dict:
     from . import __version__
 
-    tables = [t for s in server.sections for t in s.tables.values()]
-    rates = server.rates()
+    tables = [t for s in status.sections for t in s.tables]
     return {
-        "version": __version__, "pid": os.getpid(), "uptime_s": int(time.time() - server.started_at),
-        "sections": len(server.sections), "tables": len(tables), "entries": sum(len(t) for t in tables),
-        "sessions": sum(1 for link in server.established.values() if link.is_established()),
-        "updates_received_total": server.stats_updates_in, "updates_pushed_total": server.stats_updates_out,
-        **rates,
+        "version": __version__, "pid": status.pid, "uptime_s": int(now - status.started_at),
+        "sections": len(status.sections), "tables": len(tables), "entries": sum(t.entries for t in tables),
+        "sessions": sum(1 for s in status.sections for p in s.peers if p.established),
+        "updates_received_total": status.updates_in, "updates_pushed_total": status.updates_out,
+        **status.rates,
     }
 
 
-def cmd_show_peers(server, args: list[str]) -> str:
-    return _show(args, "show peers [json]", peers_rows, render_peers, server)
+def cmd_show_peers(args: list[str], status: Status, now: float, commands: Commands) -> str:
+    return _show(args, "show peers [json]", peers_rows, render_peers, status, now)
 
 
 def render_info(data: dict) -> str:
     return "".join(f"{k}: {v}\n" for k, v in data.items())
 
 
-def cmd_show_info(server, args: list[str]) -> str:
-    return _show(args, "show info [json]", info_data, render_info, server)
+def cmd_show_info(args: list[str], status: Status, now: float, commands: Commands) -> str:
+    return _show(args, "show info [json]", info_data, render_info, status, now)
 
 
 # -- clear table -------------------------------------------------------------------------------------
 
 
-def cmd_clear_table(server, args: list[str]) -> str:
+def cmd_clear_table(args: list[str], status: Status, now: float, commands: Commands) -> str:
     if len(args) not in (2, 4) or (len(args) == 4 and args[2] != "key"):
         raise CliError("Usage: clear table <aggregations> <table> [key <k>]")
-    section, table = _find_table(server, args[0], args[1])
+    section, table = _find_table(status, args[0], args[1])
     key = parse_key(table, args[3]) if len(args) == 4 else None
-    cleared = server.clear_table(section, table, key)
+    cleared = commands.clear_table(ClearTable(section.name, table.name, key))
     return f"Cleared {cleared} entr{'y' if cleared == 1 else 'ies'}.\n"
 
 
 # -- dispatch ------------------------------------------------------------------------------------------
 
 
-def cmd_help(server, args: list[str]) -> str:
+def cmd_help(args: list[str], status: Status, now: float, commands: Commands) -> str:
     return HELP
 
 
-COMMANDS: dict[tuple[str, ...], Callable] = {
+COMMANDS: dict[tuple[str, ...], Handler] = {
     ("help",): cmd_help,
     ("show", "aggrs"): cmd_show_aggrs,
     ("show", "table"): cmd_show_table,
@@ -334,8 +340,12 @@ COMMANDS: dict[tuple[str, ...], Callable] = {
 }
 
 
-def execute(server, line: str) -> str:
-    """Run one command line (commands separated by ``;``) and return the answer."""
+def execute(source: StatusSource, line: str) -> str:
+    """Run one command line (commands separated by ``;``) and return the answer.
+
+    Each command gets a fresh snapshot and clock reading, so it sees what
+    the commands before it on the line changed.
+    """
     answers = []
     for command in line.split(";"):
         try:
@@ -344,27 +354,28 @@ def execute(server, line: str) -> str:
             answers.append(f"Invalid command: {exc}\n")
             continue
         if words:
-            answers.append(_dispatch(server, words))
+            answers.append(run_command(words, source.status(), source.clock.now(), source))
     return "".join(answers)
 
 
-def _dispatch(server, words: list[str]) -> str:
+def run_command(words: list[str], status: Status, now: float, commands: Commands) -> str:
+    """One command (its words), answered from ``status`` at clock time ``now`` (s)."""
     for length in (2, 1):
         handler = COMMANDS.get(tuple(words[:length]))
         if handler is not None:
             try:
-                return handler(server, words[length:])
+                return handler(words[length:], status, now, commands)
             except CliError as exc:
                 return f"{exc}\n"
     return f"Unknown command: '{' '.join(words)[:80]}'\n" + HELP
 
 
-def _find_table(server, section_name: str, table_name: str):
-    section = next((s for s in server.sections if s.name == section_name), None)
+def _find_table(status: Status, section_name: str, table_name: str) -> tuple[SectionStatus, TableStatus]:
+    section = status.section(section_name)
     if section is None:
         raise CliError(f"No such aggregations section: {section_name}")
     name = table_name.encode("utf-8", "surrogateescape")
-    table = section.tables.get(name) or section.tables.get(b"/" + name)
+    table = section.table(name) or section.table(b"/" + name)
     if table is None:
         raise CliError(f"No such table: {table_name}")
     return section, table
@@ -395,8 +406,8 @@ class CliConnection:
 
     PROMPT = b"\n> "
 
-    def __init__(self, server) -> None:
-        self.server = server
+    def __init__(self, source: StatusSource) -> None:
+        self.source = source
         self.transport = None
         self.interactive = False
         self._buffer = bytearray()
@@ -434,7 +445,7 @@ class CliConnection:
             else:
                 self._reply("", close=True)
         else:
-            self._reply(execute(self.server, text) if text else "", close=not self.interactive)
+            self._reply(execute(self.source, text) if text else "", close=not self.interactive)
 
     def _reply(self, text: str, close: bool) -> None:
         if self.transport is None:

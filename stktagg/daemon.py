@@ -2,7 +2,8 @@
 
 ``main(argv)`` is the entry point of ``hapee-stktagg`` (see ``-h``). It owns
 the process-wide side effects: it is the only caller of ``Server.bind``,
-of the signal handlers and of daemonisation.
+of the signal handlers and of daemonisation, and it makes the process's one
+``clock.Clock``, which the reactor and the server run on.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import tempfile
 
 from . import __version__, logs
 from .cli import CliConnection
+from .clock import Clock
 from .config import Config, check_cpus, check_files, config_error, load
 from .errors import ConfigError
 from .loop import Reactor
@@ -122,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(config: Config, args: argparse.Namespace, daemon: bool) -> int:
-    reactor = Reactor()
-    server = Server(config, reactor, workers=max(0, args.workers), cli_factory=CliConnection,
+    clock = Clock()
+    reactor = Reactor(clock=clock.now)
+    server = Server(config, reactor, clock, workers=max(0, args.workers), cli_factory=CliConnection,
                     metrics_factory=MetricsConnection)
     try:
         server.bind()

@@ -1,5 +1,7 @@
 """The arithmetic of combining peers' values (DESIGN.md §3.2), as pure functions.
 
+Imports ``codegen`` only (the rules below are compiled from their source text).
+
 No I/O, no locks, no clock (times are ``now`` arguments, ms on the
 aggregator's monotonic clock). ``table.Layout`` applies these per field:
 counters are summed (clamped to their width), tags take the maximum, server
@@ -18,32 +20,64 @@ that deadline.
 
 from __future__ import annotations
 
+from textwrap import indent
+
+from .codegen import compile_function
+
 U32_MAX = 0xFFFFFFFF
 U64_MAX = 0xFFFFFFFFFFFFFFFF
 EMPTY_FREQ = (0, 0, 0)
 
+# -- the rules of frequency counters, written once ----------------------------------------
+#
+# Each rule is Python source with {placeholders}. The functions below are compiled
+# from it, and ``table``'s code generators paste the very same text into the
+# per-layout hot path, where a function call per counter would cost more than the
+# rule itself. Change a rule here and both follow; the tests compare the two paths.
 
-def freq_from_wire(age: int, curr: int, prev: int, now: int, period: int) -> tuple[int, int, int] | None:
-    """A received (age, curr, prev) as (start, curr, prev), or None when empty or stale.
+#: A received (age, curr, prev) is dropped when stale or empty (§6.3). An untouched
+#: counter arrives with the sender's raw clock as its age (often above 2**31), which
+#: the age test also catches.
+FREQ_DISCARDED = "{age} >= 2 * {period} or not ({curr} or {prev})"
+#: Where a kept counter's period started, on our clock (a start before its origin is
+#: clamped to it).
+FREQ_START = "{now} - {age} if {now} > {age} else 0"
+#: HAProxy's rotate-on-read, as statements updating the names {start}, {curr}, {prev}
+#: (an emptied counter is left with curr = prev = 0).
+ROTATE = """\
+if {curr} or {prev}:
+    elapsed = {now} - {start}
+    if elapsed >= {period}:
+        if elapsed >= 2 * {period} or not {curr}:
+            {curr} = {prev} = 0
+        else:
+            {start} += {period}; {prev} = {curr}; {curr} = 0"""
+#: The current count of counters summed after moving each onto the earliest start B:
+#: C = sum(curr) + (sum(prev * start) - B * sum(prev)) / P, rounded half up, in integers.
+ALIGNED_CURR = "{sum_curr} + ({sum_prev_start} - {boundary} * {sum_prev} + {period} // 2) // {period}"
 
-    An untouched counter arrives with the sender's raw clock as its age (often
-    above 2**31), which the ``age >= 2 * period`` test also catches (§6.3).
-    """
-    if period <= 0 or age >= 2 * period or (curr == 0 and prev == 0):
+_NAMES = {"age": "age", "curr": "curr", "prev": "prev", "now": "now", "period": "period", "start": "start"}
+
+freq_from_wire = compile_function(f'''
+def freq_from_wire(age, curr, prev, now, period):
+    """A received (age, curr, prev) as (start, curr, prev), or None when empty or stale."""
+    if {FREQ_DISCARDED.format(**_NAMES)}:
         return None
-    return (max(now - age, 0), curr, prev)  # a start before our clock's origin is clamped to it
+    return ({FREQ_START.format(**_NAMES)}, curr, prev)
+''', "freq_from_wire", {}, "datatypes.FREQ_DISCARDED, FREQ_START")
 
+rotate = compile_function(f'''
+def rotate(start, curr, prev, now, period):
+    """HAProxy's rotate-on-read: the counter with its current period brought up to ``now``, or None."""
+{indent(ROTATE.format(**_NAMES), "    ")}
+    return (start, curr, prev) if curr or prev else None
+''', "rotate", {}, "datatypes.ROTATE")
 
-def rotate(start: int, curr: int, prev: int, now: int, period: int) -> tuple[int, int, int] | None:
-    """HAProxy's rotate-on-read: the counter with its current period brought up to ``now``."""
-    if curr == 0 and prev == 0:
-        return None
-    elapsed = now - start
-    if elapsed >= 2 * period:
-        return None
-    if elapsed >= period:
-        return (start + period, 0, curr) if curr else None
-    return (start, curr, prev)
+aligned_curr = compile_function(f'''
+def aligned_curr(sum_curr, sum_prev_start, boundary, sum_prev, period):
+    return {ALIGNED_CURR.format(sum_curr="sum_curr", sum_prev_start="sum_prev_start", boundary="boundary",
+                                sum_prev="sum_prev", period="period")}
+''', "aligned_curr", {}, "datatypes.ALIGNED_CURR")
 
 
 def freq_to_wire(start: int, curr: int, prev: int, now: int, period: int) -> tuple[int, int, int]:
@@ -63,12 +97,11 @@ def sum_rotated(rotated: list[tuple[int, int, int]], now: int, period: int) -> t
     if not rotated:
         return EMPTY_FREQ, 0
     boundary = min(r[0] for r in rotated)
-    total_curr = 0.0
-    total_prev = 0
-    for start, curr, prev in rotated:
-        total_curr += curr + prev * (start - boundary) / period
-        total_prev += prev
-    return (now - boundary, min(int(total_curr + 0.5), U32_MAX), min(total_prev, U32_MAX)), boundary + period
+    sum_curr = sum(curr for _, curr, _ in rotated)
+    sum_prev = sum(prev for _, _, prev in rotated)
+    sum_prev_start = sum(prev * start for start, _, prev in rotated)
+    curr = aligned_curr(sum_curr, sum_prev_start, boundary, sum_prev, period)
+    return (now - boundary, min(curr, U32_MAX), min(sum_prev, U32_MAX)), boundary + period
 
 
 def read_rate(wire: tuple[int, int, int], period: int) -> int:

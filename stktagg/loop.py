@@ -27,6 +27,13 @@ Contract
 - Timers live in a heap of ``(when, seq, handle)``; ``seq`` keeps equal
   deadlines FIFO. Cancelling is lazy: the entry stays in the heap until it
   is popped or purged.
+- Three kinds of queued callback share one base, ``Handle`` (a callback
+  that ``cancel()`` stops from ever running): ``TimerHandle`` for what the
+  ``call_*`` methods schedule, ``FdRegistration`` for a reader or writer
+  registered on a file descriptor, and plain ``Handle`` for what other
+  threads and signals queue.
+- ``stop()`` may be called from any thread: it writes to the self-pipe, so a
+  ``select`` that waits with no timer due returns at once.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ from typing import Any
 
 from .errors import StktaggError
 
-__all__ = ["MAX_SELECT_TIMEOUT", "Reactor", "ReactorError", "TimerHandle"]
+__all__ = ["FdRegistration", "Handle", "MAX_SELECT_TIMEOUT", "Reactor", "ReactorError", "TimerHandle"]
 
 log = logging.getLogger(__name__)
 
@@ -66,25 +73,19 @@ class ReactorError(StktaggError):
     """The reactor was used in a way it does not allow (closed, re-entered)."""
 
 
-class TimerHandle:
-    """A scheduled callback: returned by every ``call_*`` method.
+class Handle:
+    """A callback queued to run in the loop.
 
-    ``when`` is the loop time the callback is due at (for ``call_soon``, the
-    time it was queued). ``cancel()`` may be called any number of times,
-    from the loop thread only; a cancelled callback never runs.
+    ``cancel()`` may be called any number of times, from the loop thread
+    only; a cancelled callback never runs.
     """
 
-    __slots__ = ("_callback", "_args", "_cancelled", "_reactor", "when")
+    __slots__ = ("_callback", "_args", "_cancelled")
 
-    def __init__(self, when: float, callback: Callback, args: tuple[Any, ...],
-                 reactor: Reactor | None = None) -> None:
-        self.when = when
+    def __init__(self, callback: Callback, args: tuple[Any, ...]) -> None:
         self._callback: Callback | None = callback
         self._args: tuple[Any, ...] = args
         self._cancelled = False
-        # Set only while the handle sits in the timer heap, so that cancel()
-        # can keep the reactor's count of dead heap entries right.
-        self._reactor = reactor
 
     @property
     def cancelled(self) -> bool:
@@ -100,9 +101,6 @@ class TimerHandle:
         # for a long time and must not keep big objects alive.
         self._callback = None
         self._args = ()
-        if self._reactor is not None:
-            self._reactor._timer_cancelled()
-            self._reactor = None
 
     def _run(self) -> None:
         callback = self._callback
@@ -115,9 +113,63 @@ class TimerHandle:
             # caught so that KeyboardInterrupt and SystemExit still stop it.
             log.exception("Exception in callback %r", self)
 
+    def _describe(self) -> str:
+        return f"{self._callback!r}{self._args!r}"
+
     def __repr__(self) -> str:
         state = " cancelled" if self._cancelled else ""
-        return f"<TimerHandle when={self.when:.6f}{state} {self._callback!r}{self._args!r}>"
+        return f"<{type(self).__name__}{state} {self._describe()}>"
+
+
+class TimerHandle(Handle):
+    """A scheduled callback: returned by every ``call_*`` method.
+
+    ``when`` is the loop time the callback is due at (for ``call_soon``, the
+    time it was queued).
+    """
+
+    __slots__ = ("when", "_reactor")
+
+    def __init__(self, when: float, callback: Callback, args: tuple[Any, ...],
+                 reactor: Reactor | None = None) -> None:
+        super().__init__(callback, args)
+        self.when = when
+        # Set only while the handle sits in the timer heap, so that cancel()
+        # can keep the reactor's count of dead heap entries right.
+        self._reactor = reactor
+
+    def cancel(self) -> None:
+        if self._cancelled:
+            return
+        super().cancel()
+        if self._reactor is not None:
+            self._reactor._timer_cancelled()
+            self._reactor = None
+
+    def __repr__(self) -> str:
+        state = " cancelled" if self._cancelled else ""
+        return f"<TimerHandle when={self.when:.6f}{state} {self._describe()}>"
+
+
+class FdRegistration(Handle):
+    """The callback registered for one file object, for reading or for writing.
+
+    Made by ``add_reader``/``add_writer``; queued each time the selector
+    reports the file object ready; cancelled by ``remove_*`` or when a new
+    callback replaces it, so that one already queued in this turn does not run.
+    """
+
+    __slots__ = ("fileobj", "event")
+
+    def __init__(self, fileobj: Any, event: int, callback: Callback) -> None:
+        super().__init__(callback, ())
+        self.fileobj = fileobj
+        self.event = event  #: ``selectors.EVENT_READ`` or ``selectors.EVENT_WRITE``
+
+    def __repr__(self) -> str:
+        state = " cancelled" if self._cancelled else ""
+        kind = "reader" if self.event == selectors.EVENT_READ else "writer"
+        return f"<FdRegistration {kind} {self.fileobj!r}{state} {self._describe()}>"
 
 
 class Reactor:
@@ -134,7 +186,7 @@ class Reactor:
                  selector: selectors.BaseSelector | None = None) -> None:
         self._clock = clock
         self._selector = selector if selector is not None else selectors.DefaultSelector()
-        self._ready: deque[TimerHandle] = deque()
+        self._ready: deque[Handle] = deque()
         self._timers: list[tuple[float, int, TimerHandle]] = []
         self._timer_seq = 0
         self._cancelled_timers = 0
@@ -143,7 +195,7 @@ class Reactor:
         self._closed = False
         # Guards _threadsafe and the self-pipe write end against close().
         self._threadsafe_lock = threading.Lock()
-        self._threadsafe: deque[TimerHandle] = deque()
+        self._threadsafe: deque[Handle] = deque()
         # signum -> (callback, args); _signal_previous: signum -> old handler.
         self._signal_callbacks: dict[int, tuple[Callback, tuple[Any, ...]]] = {}
         self._signal_previous: dict[int, Any] = {}
@@ -195,7 +247,7 @@ class Reactor:
         with self._threadsafe_lock:
             if self._closed:
                 return
-            self._threadsafe.append(TimerHandle(0.0, callback, args))
+            self._threadsafe.append(Handle(callback, args))
             self._wake()
 
     def _wake(self) -> None:
@@ -242,7 +294,7 @@ class Reactor:
     # [reader handle, writer handle]; index 0 is the reader, 1 the writer.
     _EVENTS = (selectors.EVENT_READ, selectors.EVENT_WRITE)
 
-    def _fd_handles(self, fileobj: Any) -> list[TimerHandle | None]:
+    def _fd_handles(self, fileobj: Any) -> list[FdRegistration | None]:
         key = self._lookup_key(fileobj)
         return key.data if key is not None else [None, None]
 
@@ -256,10 +308,10 @@ class Reactor:
 
     def _set_fd_callback(self, fileobj: Any, index: int, callback: Callback) -> None:
         self._check_open()
-        handle = TimerHandle(self.time(), callback, ())
+        handle = FdRegistration(fileobj, self._EVENTS[index], callback)
         key = self._lookup_key(fileobj)
         if key is None:
-            data: list[TimerHandle | None] = [None, None]
+            data: list[FdRegistration | None] = [None, None]
             data[index] = handle
             self._selector.register(fileobj, self._EVENTS[index], data)
             return
@@ -397,7 +449,7 @@ class Reactor:
             signum = self._signals_received.popleft()
             entry = self._signal_callbacks.get(signum)
             if entry is not None:
-                self._ready.append(TimerHandle(self.time(), entry[0], entry[1]))
+                self._ready.append(Handle(entry[0], entry[1]))
 
     def _queue_due_timers(self) -> None:
         now = self.time()
@@ -443,8 +495,16 @@ class Reactor:
         return predicate()
 
     def stop(self) -> None:
-        """Make ``run_forever`` return after the current turn."""
+        """Make ``run_forever`` return after the current turn.
+
+        Callable from any thread: it wakes a ``select`` that waits (through
+        the self-pipe), so the loop returns at once, not at its next timer.
+        A no-op wake-up after ``close()``.
+        """
         self._stopping = True
+        with self._threadsafe_lock:
+            if not self._closed:
+                self._wake()
 
     def _enter_run(self) -> None:
         self._check_open()

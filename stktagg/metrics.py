@@ -1,9 +1,11 @@
 """Prometheus metrics over HTTP: ``prometheus <ip:port>`` in ``global``.
 
 Stdlib only, served by the daemon's own event loop (no thread, no
-http.server). ``render(server)`` builds the text exposition format (version
-0.0.4); ``MetricsConnection`` answers ``GET /metrics`` (anything else: 404 or
-405) and closes. Names follow Prometheus conventions: ``hapee_stktagg_``
+http.server). ``render(status)`` builds the text exposition format (version
+0.0.4) from a ``status.Status`` snapshot and the process's own figures
+(``/proc``, ``getrusage``); ``MetricsConnection`` answers ``GET /metrics``
+(anything else: 404 or 405) from a fresh snapshot of its
+``status.StatusSource``, and closes. Imports ``status`` only. Names follow Prometheus conventions: ``hapee_stktagg_``
 prefix, ``_total`` counters (monotonic across reconnections), base units
 (``_seconds``, ``_bytes``), and the standard ``process_*`` metrics.
 
@@ -20,6 +22,8 @@ from __future__ import annotations
 import os
 import resource
 import time
+
+from .status import Status, StatusSource
 
 #: Longest request head read before answering 431.
 MAX_REQUEST = 8192
@@ -52,23 +56,22 @@ class _Writer:
         return [line for family in self._families.values() for line in family]
 
 
-def render(server) -> str:
+def render(status: Status) -> str:
     """The metrics of the whole process, in Prometheus' text format."""
     from . import __version__
 
     w = _Writer()
     w.metric("hapee_stktagg_info", "gauge", "Version of the running aggregator.", 1, version=__version__)
     w.metric("hapee_stktagg_updates_received_total", "counter", "Updates received from peers.",
-             server.stats_updates_in)
+             status.updates_in)
     w.metric("hapee_stktagg_updates_pushed_total", "counter", "Aggregate updates sent to peers.",
-             server.stats_updates_out)
-    for section in server.sections:
-        for peer in section.remote_peers:
-            link = server.established.get((section.name, peer.name))
-            up = int(link is not None and link.is_established())
+             status.updates_out)
+    for section in status.sections:
+        for peer in section.peers:
+            up = int(peer.established)
             labels = {"section": section.name, "peer": peer.name, "role": peer.role.value}
             w.metric("hapee_stktagg_peer_up", "gauge", "1 when the peer's session is established.", up, **labels)
-            stats = server.peer_totals(section.name, peer.name)
+            stats = peer.traffic
             for field, help_text in (
                 ("messages_in", "Messages received from the peer."), ("messages_out", "Messages sent to the peer."),
                 ("updates_in", "Updates received from the peer."), ("updates_out", "Updates sent to the peer."),
@@ -82,19 +85,19 @@ def render(server) -> str:
                      stats.bytes_in, **labels)
             w.metric("hapee_stktagg_peer_bytes_sent_total", "counter", "Bytes sent to the peer.",
                      stats.bytes_out, **labels)
-        for table in section.tables.values():
+        for table in section.tables:
             labels = {"section": section.name, "table": table.name.decode("utf-8", "backslashreplace"),
                       "mode": table.mode.value}
-            w.metric("hapee_stktagg_table_entries", "gauge", "Keys in the table.", len(table), **labels)
+            w.metric("hapee_stktagg_table_entries", "gauge", "Keys in the table.", table.entries, **labels)
             w.metric("hapee_stktagg_table_updates_total", "counter", "Peer updates applied to the table.",
                      table.changes, **labels)
             w.metric("hapee_stktagg_table_dropped_total", "counter", "New keys dropped because the table was full.",
                      table.dropped, **labels)
-    _process(w, server)
+    _process(w, status)
     return "\n".join(w.lines) + "\n"
 
 
-def _process(w: _Writer, server) -> None:
+def _process(w: _Writer, status: Status) -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     w.metric("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.",
              round(usage.ru_utime + usage.ru_stime, 3))
@@ -111,14 +114,14 @@ def _process(w: _Writer, server) -> None:
         fds = 0
     w.metric("process_open_fds", "gauge", "Number of open file descriptors.", fds)
     w.metric("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.",
-             round(server.started_at, 3))
+             round(status.started_wall, 3))
 
 
 class MetricsConnection:
     """One HTTP/1.x connection to the metrics endpoint: one request, one answer, close."""
 
-    def __init__(self, server) -> None:
-        self.server = server
+    def __init__(self, source: StatusSource) -> None:
+        self.source = source
         self.transport = None
         self._buffer = bytearray()
 
@@ -148,7 +151,7 @@ class MetricsConnection:
         elif parts[1].split("?", 1)[0] != "/metrics":
             self._send(404, "text/plain", "see /metrics\n")
         else:
-            body = render(self.server)
+            body = render(self.source.status())
             self._send(200, "text/plain; version=0.0.4; charset=utf-8", body, head_only=parts[0] == "HEAD")
 
     def _send(self, status: int, content_type: str, body: str, head_only: bool = False) -> None:
@@ -158,7 +161,12 @@ class MetricsConnection:
                   431: "Request Header Fields Too Large"}[status]
         data = body.encode()
         head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len(data)}\r\n"
-                f"Connection: close\r\nDate: {time.strftime('%a, %d %b %Y %H:%M:%S GMT', time.gmtime())}\r\n\r\n")
+                f"Connection: close\r\nDate: {_http_date(self.source.clock.wall())}\r\n\r\n")
         self.transport.write(head.encode() + (b"" if head_only else data))
         self.transport.close()
         self.transport = None
+
+
+def _http_date(wall: float) -> str:
+    """An HTTP ``Date`` header's value for the wall time ``wall``."""
+    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(wall))

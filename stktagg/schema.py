@@ -249,6 +249,8 @@ class TableCodec:
         return reader.read_bytes(self.key_len, "key")
 
     def encode_key(self, key: bytes) -> bytes:
+        if not isinstance(key, (bytes, bytearray)):
+            raise LocalProtocolError(f"a key must be bytes, not {type(key).__name__}: {key!r}")
         if self.key_type == KeyType.STRING:
             return encode_varint(len(key)) + key
         expected = 4 if self.key_type == KeyType.INTEGER else self.key_len
@@ -281,21 +283,18 @@ class TableCodec:
             raise LocalProtocolError(f"{len(values)} values for a table with {len(self.fields)} data types")
         parts: list[bytes | None] = []
         dict_values: list[tuple[int, object]] = []
-        try:
-            for field, value in zip(self.fields, values):
-                elements = value if field.info.is_array else (value,)
-                if field.info.is_array and len(value) != field.count:
-                    raise LocalProtocolError(f"{field.info.name} needs {field.count} elements, got {len(value)}")
-                for element in elements:
-                    if field.info.std is StdType.DICT:
-                        if element is not None and not isinstance(element, bytes):
-                            raise LocalProtocolError(f"server_key value must be bytes or None: {element!r}")
-                        dict_values.append((len(parts), element))
-                        parts.append(None)
-                    else:
-                        parts.append(_encode_one(element, field.info))
-        except (ValueError, TypeError) as exc:
-            raise LocalProtocolError(f"value does not fit the wire: {exc}") from exc
+        for field, value in zip(self.fields, values):
+            elements = value if field.info.is_array else (value,)
+            if field.info.is_array and (not isinstance(value, (tuple, list)) or len(value) != field.count):
+                raise LocalProtocolError(f"{field.info.name} needs {field.count} elements, got {value!r}")
+            for element in elements:
+                if field.info.std is StdType.DICT:
+                    if element is not None and not isinstance(element, bytes):
+                        raise LocalProtocolError(f"server_key value must be bytes or None: {element!r}")
+                    dict_values.append((len(parts), element))
+                    parts.append(None)
+                else:
+                    parts.append(_encode_one(element, field.info))
         for index, element in dict_values:
             parts[index] = dcache.encode(element)  # type: ignore[arg-type]
         return b"".join(parts)  # type: ignore[arg-type]
@@ -314,12 +313,20 @@ def _decode_one(reader: Reader, info: DataTypeInfo, dcache: DictCache) -> object
 
 
 def _encode_one(value: object, info: DataTypeInfo) -> bytes:
+    """One element on the wire, after checking it is what its type holds."""
     if info.std is StdType.FRQP:
-        age, curr, prev = value  # type: ignore[misc]
-        return encode_varint(age) + encode_varint(curr) + encode_varint(prev)
-    if info.std is StdType.SINT and value < 0:  # type: ignore[operator]
-        value += _U64  # type: ignore[operator]
-    return encode_varint(value)  # type: ignore[arg-type]
+        if not isinstance(value, (tuple, list)) or len(value) != 3:
+            raise LocalProtocolError(f"{info.name} needs (age, curr, prev), got {value!r}")
+        return b"".join(_encode_unsigned(v, info) for v in value)
+    if info.std is StdType.SINT and isinstance(value, int) and -(1 << 63) <= value < 0:
+        value += _U64
+    return _encode_unsigned(value, info)
+
+
+def _encode_unsigned(value: object, info: DataTypeInfo) -> bytes:
+    if not isinstance(value, int) or not 0 <= value < _U64:
+        raise LocalProtocolError(f"{info.name}: {value!r} is not a 64-bit integer of its type")
+    return encode_varint(value)
 
 
 @functools.lru_cache(maxsize=1024)

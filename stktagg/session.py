@@ -32,8 +32,12 @@ Rules:
 
 Table ids are per direction (peers-protocol.md §4.1): the peer's ids are in
 the decoder's context; ours are handed out by ``define_table`` (1, 2, ...).
-We always send explicit update ids (0x80/0x85), never 0x81/0x86: HAProxy
-3.3+ byte-swaps implied ids in its acks (§5.2).
+``send_update`` always sends an explicit update id (0x80/0x85). A push
+round's ``send_batch`` sends its first update with an explicit id and the
+rest with implied ids (0x81/0x86), the same bytes for every peer (see
+``wire.UpdateBatch``). HAProxy 3.3+ byte-swaps implied ids in its acks
+(§5.2); acks are information only to us (the ``ack`` column of ``show
+aggrs``), so nothing else is affected.
 """
 
 from __future__ import annotations
@@ -59,7 +63,6 @@ from .wire import (
     Ack,
     Control,
     ControlType,
-    ErrorType,
     MessageDecoder,
     MessageEncoder,
     PeerError,
@@ -168,7 +171,7 @@ class TeachConfirmed:
 
 @dataclass(frozen=True, slots=True)
 class ErrorReceived:
-    type: ErrorType
+    type: PeersErrorCode
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,7 +419,7 @@ class PeerSession:
                 msg = decoder.next_message()
             except RemoteProtocolError as exc:
                 if exc.error_code is not None:
-                    self._send(PeerError(ErrorType(exc.error_code)), now)
+                    self._send(PeerError(exc.error_code), now)
                 events.append(self._close(Input.PROTOCOL_ERROR, str(exc), None, exc))
                 return
             if msg is None:
@@ -596,5 +599,5 @@ class PeerSession:
 __all__ = [
     "PeerSession", "Role", "State", "Input", "Event", "Established", "TableDefined", "UpdatesReceived",
     "AckReceived", "ResyncRequested", "TeachFinished", "TeachConfirmed", "ErrorReceived", "Ignored",
-    "Closed", "SessionStats", "OutTable", "PeersErrorCode",
+    "Closed", "SessionStats", "OutTable", "PeersErrorCode", "Status",
 ]

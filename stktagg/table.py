@@ -21,18 +21,30 @@ kept in a side dict. Applying an update only writes the peer's record and
 marks the key dirty; the aggregate is computed when the key is pushed (once
 per push round, however many updates came in between).
 
-Times are integer milliseconds of the aggregator's monotonic clock.
+Times are integer milliseconds in the tables' form of the process's one clock
+(``clock.table_ms``: monotonic milliseconds plus ``clock.CLOCK_BASE_MS``),
+always passed in as ``now``: nothing here reads a clock.
 """
 
 from __future__ import annotations
 
 import enum
 import threading
-import time
 from array import array
 from dataclasses import dataclass, field
 
-from .datatypes import U32_MAX, U64_MAX, align_sum, freq_from_wire, freq_to_wire
+from .codegen import compile_function
+from .datatypes import (
+    ALIGNED_CURR,
+    FREQ_DISCARDED,
+    FREQ_START,
+    ROTATE,
+    U32_MAX,
+    U64_MAX,
+    align_sum,
+    freq_from_wire,
+    freq_to_wire,
+)
 from .schema import Combine, Field, StdType
 from .wire import TableDefinition
 
@@ -42,22 +54,13 @@ STRIPES = 16
 #: bound is ours; when a table is full, expired entries make room (oldest
 #: expiry first) and a new key that finds no room is dropped and counted.
 MAX_ENTRIES = 2_000_000
-#: Added to the monotonic clock by the daemon (``server.now_ms``): 2**36 ms, about
-#: 2 years, above any period or expiry a peer can announce (32-bit ms).
-CLOCK_BASE_MS = 1 << 36
 #: A record's first slot holds the peer's index above PEER_SHIFT and its
-#: entry's expiry (ms, well under 2**48 with the clock base) below.
+#: entry's expiry (ms, well under 2**48 with ``clock.CLOCK_BASE_MS``) below.
 PEER_SHIFT = 48
 EXPIRE_MASK = (1 << PEER_SHIFT) - 1
 #: Timer granularity (ms): keys due in the same slice are recomputed together.
 TIMER_SLICE = 100
 _NO_SERVER = object()
-
-
-def now_ms() -> int:
-    """The tables' clock: monotonic milliseconds from CLOCK_BASE_MS, so that "now minus
-    an age" never falls before the clock's origin (tables keep unsigned times)."""
-    return int(time.monotonic() * 1000) + CLOCK_BASE_MS
 
 
 class TableMode(enum.Enum):
@@ -85,6 +88,11 @@ class Layout:
         #: generated fast forms (None: use the general methods)
         self.fast_combine = None if self.has_server_key else _gen_combine(self)
         self.fast_pack = None if self.has_server_key else _gen_pack(self)
+
+    def describe(self) -> str:
+        """The layout in words (names the generated code's file)."""
+        names = ",".join(f.info.name + (f"({f.count})" if f.info.is_array else "") for f in self.fields)
+        return f"fields {names or '-'}, record {self.record} slots"
 
     def pack(self, values: tuple, out: array, at: int, now: int, server_keys: dict, owner: tuple) -> None:
         """Write one peer's wire values into its record's field slots."""
@@ -483,24 +491,20 @@ def _gen_combine(layout: "Layout"):
                 # C = sum(c) + (sum(p * s) - B * sum(p)) / P.
                 sc, sp, sps, b = f"{name}c", f"{name}p", f"{name}ps", f"{name}b"
                 init.append(f"    {sc} = {sp} = {sps} = 0; {b} = -1")
+                rotate = ROTATE.format(start="start", curr="curr", prev="prev", now="now", period=period)
                 loop += [
                     f"{pad}start = arr[at + {off}]; curr = arr[at + {off + 1}]; prev = arr[at + {off + 2}]",
+                    *(pad + line for line in rotate.splitlines()),
                     f"{pad}if curr or prev:",
-                    f"{pad}    elapsed = now - start",
-                    f"{pad}    if elapsed >= {period}:",
-                    f"{pad}        if elapsed >= {2 * period} or not curr:",
-                    f"{pad}            curr = prev = 0",
-                    f"{pad}        else:",
-                    f"{pad}            start += {period}; prev = curr; curr = 0",
-                    f"{pad}    if curr or prev:",
-                    f"{pad}        {sc} += curr; {sp} += prev; {sps} += prev * start",
-                    f"{pad}        if {b} < 0 or start < {b}: {b} = start",
+                    f"{pad}    {sc} += curr; {sp} += prev; {sps} += prev * start",
+                    f"{pad}    if {b} < 0 or start < {b}: {b} = start",
                 ]
+                aligned = ALIGNED_CURR.format(sum_curr=sc, sum_prev_start=sps, boundary=b, sum_prev=sp, period=period)
                 finish += [
                     f"    if {b} < 0:",
                     f"        {name} = (0, 0, 0)",
                     "    else:",
-                    f"        {sc} += ({sps} - {b} * {sp} + {period // 2}) // {period}",
+                    f"        {sc} = {aligned}",
                     f"        {name} = (now - {b}, {sc} if {sc} < {U32_MAX} else {U32_MAX}, {sp} if {sp} < {U32_MAX} else {U32_MAX})",
                     f"        if not due or {b} + {period} < due: due = {b} + {period}",
                 ]
@@ -512,9 +516,7 @@ def _gen_combine(layout: "Layout"):
         track_newest=track, init="\n".join(init) or "    pass", loop="\n".join(loop) or "        pass",
         finish="\n".join(finish) or "    pass", values=_tuple_source(values),
     )
-    namespace: dict = {"EXPIRE_MASK": EXPIRE_MASK}
-    exec(source, namespace)  # generated from our own template only
-    return namespace["combine"]
+    return compile_function(source, "combine", {"EXPIRE_MASK": EXPIRE_MASK}, f"combine, {layout.describe()}")
 
 
 def _gen_pack(layout: "Layout"):
@@ -526,11 +528,13 @@ def _gen_pack(layout: "Layout"):
             if std is StdType.FRQP:
                 a, cu, pr = f"{name}a", f"{name}c", f"{name}p"
                 names.append(f"({a}, {cu}, {pr})")
+                # datatypes.freq_from_wire, inlined: what it drops is stored as zeros
+                names_ = {"age": a, "curr": cu, "prev": pr, "now": "now", "period": period}
                 lines += [
-                    f"    if {a} >= {2 * period} or not ({cu} or {pr}):",
+                    f"    if {FREQ_DISCARDED.format(**names_)}:",
                     f"        arr[at + {off}] = arr[at + {off + 1}] = arr[at + {off + 2}] = 0",
                     "    else:",
-                    f"        arr[at + {off}] = now - {a} if now > {a} else 0",
+                    f"        arr[at + {off}] = {FREQ_START.format(**names_)}",
                     f"        arr[at + {off + 1}] = {cu}; arr[at + {off + 2}] = {pr}",
                 ]
             else:
@@ -540,9 +544,7 @@ def _gen_pack(layout: "Layout"):
         targets.append(f"({', '.join(names)},)" if is_array else names[0])
     unpack = f"    ({', '.join(targets)},) = values\n" if targets else ""
     source = f"def pack(values, arr, at, now):\n{unpack}" + ("\n".join(lines) or "    pass") + "\n"
-    namespace: dict = {}
-    exec(source, namespace)  # generated from our own template only
-    return namespace["pack"]
+    return compile_function(source, "pack", {}, f"pack, {layout.describe()}")
 
 
 def _tuple_source(items: list[str]) -> str:

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from typing import Union
 
 from .codec import DecodeError, Reader, be32, decode_varint, encode_varint
-from .errors import LocalProtocolError, MessageTooLarge
+from .codegen import compile_function
+from .errors import LocalProtocolError, MessageTooLarge, PeersErrorCode
 from .schema import DictCache, KeyType, StdType, TableCodec, compile_codec, expected_params
 
 #: Largest payload we accept. HAProxy builds its messages in a buffer of
@@ -55,11 +56,6 @@ class ControlType(enum.IntEnum):
     RESYNC_PARTIAL = 2  #: end of a teach, teacher not up to date itself
     RESYNC_CONFIRM = 3  #: the learner received the teach
     HEARTBEAT = 4  #: keepalive after 3 s without sending
-
-
-class ErrorType(enum.IntEnum):
-    PROTOCOL = 0
-    SIZE_LIMIT = 1
 
 
 class StkType(enum.IntEnum):
@@ -89,7 +85,7 @@ class Control:
 
 @dataclass(frozen=True, slots=True)
 class PeerError:
-    type: ErrorType
+    type: PeersErrorCode
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,8 +302,8 @@ class MessageDecoder:
             return self._decode_stick_table(msg_type, payload)
         if msg_class == MsgClass.CONTROL and msg_type in ControlType._value2member_map_:
             return Control(ControlType(msg_type))
-        if msg_class == MsgClass.ERROR and msg_type in ErrorType._value2member_map_:
-            return PeerError(ErrorType(msg_type))
+        if msg_class == MsgClass.ERROR and msg_type in PeersErrorCode._value2member_map_:
+            return PeerError(PeersErrorCode(msg_type))
         if msg_class == MsgClass.RESERVED:
             raise DecodeError("message class 255 is reserved")
         return RawMessage(msg_class, msg_type, payload, "unknown message")
@@ -426,12 +422,6 @@ class MessageEncoder:
         raise LocalProtocolError(f"not a peers message: {msg!r}")
 
     def _encode_update(self, msg: Update) -> bytes:
-        try:
-            return self._encode_update_checked(msg)
-        except (ValueError, TypeError, struct.error, OverflowError) as exc:
-            raise LocalProtocolError(f"update does not fit the wire: {exc}") from exc
-
-    def _encode_update_checked(self, msg: Update) -> bytes:
         table = self.current
         if table is None or table.table_id != msg.table_id:
             raise LocalProtocolError(f"update of table {msg.table_id} while the current table is not it")
@@ -441,17 +431,23 @@ class MessageEncoder:
             if msg.update_id != implied:
                 raise LocalProtocolError(f"incremental update id {msg.update_id}, expected {implied}")
         else:
-            parts.append(be32(msg.update_id))
+            parts.append(be32(_u32(msg.update_id, "update id")))
         if msg.type in _TIMED:
             if msg.expire is None:
                 raise LocalProtocolError("a timed update needs an expire value")
-            parts.append(be32(msg.expire))
+            parts.append(be32(_u32(msg.expire, "expire")))
         codec = table.codec
         parts.append(codec.encode_key(msg.key))
         parts.append(codec.encode_values(msg.values, self.dcache))
         parts.append(msg.trailing)
         self.last_update_id[msg.table_id] = msg.update_id
         return frame(MsgClass.STICK_TABLE, msg.type, b"".join(parts))
+
+
+def _u32(value: object, what: str) -> int:
+    if not isinstance(value, int) or not 0 <= value <= 0xFFFFFFFF:
+        raise LocalProtocolError(f"{what} {value!r} is not a 32-bit unsigned integer")
+    return value
 
 
 def encode_definition(msg: TableDefinition) -> bytes:
@@ -521,7 +517,7 @@ def decode_run(buf, pos, end, last_id, limit, max_size):
             else:
                 expire = None
 {body}
-        except (IndexError, TypeError, StructError):  # a short frame: the general decoder says why
+        except (IndexError, StructError):  # a short frame: the general decoder says why
             break
         if p != stop:
             break
@@ -596,8 +592,14 @@ def compile_run_decoder(key_type: int, key_len: int, mask: int, params: tuple[tu
             lines += [f"{indent}if {name} >= 1 << 63:", f"{indent}    {name} -= 1 << 64"]
     lines.append(f"{indent}values = {shape}")
     namespace = {"varint": decode_varint, "be32": _BE32_FROM.unpack_from, "StructError": struct.error}
-    exec(_RUN_TEMPLATE.format(body="\n".join(lines)), namespace)  # generated from our own template only
-    return namespace["decode_run"]
+    return compile_function(_RUN_TEMPLATE.format(body="\n".join(lines)), "decode_run", namespace,
+                            f"run decoder, {_layout_label(key_type, key_len, mask, params)}")
+
+
+def _layout_label(key_type: int, key_len: int, mask: int, params: tuple[tuple[int, ...], ...]) -> str:
+    """A table layout in words, for the file names of generated code."""
+    kind = KeyType(key_type).name.lower() if key_type in KeyType._value2member_map_ else str(key_type)
+    return f"key {kind}/{key_len}, data types {mask:#x}, params {params}"
 
 
 _BE32_FROM = struct.Struct("!I")
@@ -634,15 +636,30 @@ def compile_body_encoder(key_type: int, key_len: int, mask: int, params: tuple[t
         size = 4 if key_type == KeyType.INTEGER else key_len
         key_part = f"key if len(key) == {size} else bad(key)"
     values_part = ", ".join(parts) if parts else "b''"
-    unpack_line = f"    {shape} = values\n" if scalars else ""
+    unpack_line = f"        {shape} = values\n" if scalars else ""
+    # No checks on the way: values the table made are right. Whatever fails is
+    # explained by the general codec, which names the wrong value (a typed
+    # error); a failure it finds nothing wrong with is ours and goes on as is.
     source = (
         "def encode_body(key, values):\n"
+        "    try:\n"
         f"{unpack_line}"
-        f"    return b''.join(({key_part}, {values_part}))\n"
+        f"        return b''.join(({key_part}, {values_part}))\n"
+        "    except LocalProtocolError:\n"
+        "        raise\n"
+        "    except Exception as exc:\n"
+        "        explain(key, values, exc)\n"
+        "        raise\n"
     )
-    namespace = {"V": _varint_bytes, "S": _SMALL_VARINTS, "bad": _bad_key}
-    exec(source, namespace)  # generated from our own template only
-    return namespace["encode_body"]
+
+    def explain(key: bytes, values: tuple, exc: Exception) -> None:
+        codec.encode_key(key)
+        codec.encode_values(values, DictCache())  # raises LocalProtocolError for a wrong value
+
+    namespace = {"V": _varint_bytes, "S": _SMALL_VARINTS, "bad": _bad_key, "explain": explain,
+                 "LocalProtocolError": LocalProtocolError}
+    return compile_function(source, "encode_body", namespace,
+                            f"body encoder, {_layout_label(key_type, key_len, mask, params)}")
 
 
 def _bad_key(key: bytes) -> bytes:

@@ -10,13 +10,15 @@ import pytest
 
 from harness import ROOT, fresh_loopback, haproxy_binaries
 
+BENCH = ROOT / "contrib" / "bench.py"
+
 
 @pytest.mark.parametrize("target", ["stktagg", "haproxy"])
 def test_bench_smoke_run_reports_sane_figures(target):
     if target == "haproxy" and not haproxy_binaries():
         pytest.skip("HAProxy is not installed")
     out = subprocess.run(
-        [sys.executable, "-m", "stktagg.bench", "--spawn", target, "--target", f"{fresh_loopback()}:11100",
+        [sys.executable, str(BENCH), "--spawn", target, "--target", f"{fresh_loopback()}:11100",
          "--peers", "2", "--keys", "2000", "--duration", "2", "--rate", "4000", "--probe-rate", "20", "--json"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )

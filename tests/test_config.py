@@ -654,3 +654,43 @@ def configs(draw: st.DrawFn) -> Config:
 @given(configs())
 def test_dump_parse_round_trip_of_generated_models(config: Config) -> None:
     assert strip_positions(parse(dump(config))) == strip_positions(config)
+
+
+# --------------------------------------------------------------------------
+# The package (issue 13): one public surface, modules of a readable size
+# --------------------------------------------------------------------------
+
+#: What other modules, tools and tests import from ``stktagg.config``.
+PUBLIC_NAMES = (
+    "Address", "Aggregations", "Config", "ConfigError", "FromRule", "GlobalSection", "LogTarget",
+    "Peer", "PeerRole", "Position", "StatsSocket", "Token", "Verify",
+    "check_cpus", "check_files", "config_error", "dump", "format_cpu_set", "load", "parse",
+    "quote_word", "strip_positions", "table_suffix", "tokenize",
+    "EMPTY_GLOBAL", "MAX_CPU", "NOWHERE", "STATS_LEVELS", "SYSLOG_FACILITIES", "SYSLOG_LEVELS",
+)
+PACKAGE_DIR = Path(cfg.__file__).parent
+MAX_MODULE_LINES = 800
+
+
+def test_package_exposes_the_public_names() -> None:
+    missing = [name for name in PUBLIC_NAMES if not hasattr(cfg, name)]
+    assert missing == []
+    assert sorted(cfg.__all__) == sorted(PUBLIC_NAMES)
+    assert cfg.ConfigError is ConfigError
+    assert cfg.parse("aggregations a\n    peer A 127.0.0.1:1 local\n    from any to .aggr\n").aggregations
+
+
+def test_package_is_a_directory_of_small_modules() -> None:
+    assert PACKAGE_DIR.name == "config" and (PACKAGE_DIR / "__init__.py").is_file()
+    sizes = {p.name: len(p.read_text().splitlines()) for p in PACKAGE_DIR.glob("*.py")}
+    assert len(sizes) > 1
+    assert {name: n for name, n in sizes.items() if n > MAX_MODULE_LINES} == {}
+
+
+def test_grammar_comment_names_every_keyword() -> None:
+    from stktagg.config import _aggregations_section, _global_section, _parser
+
+    grammar = Path(_parser.__file__).read_text().split("# Grammar", 1)[1].split("\nfrom ", 1)[0]
+    keywords = (set(_global_section.GLOBAL_RULES) | set(_global_section.STATS_OPTION_RULES)
+                | set(_aggregations_section.AGGREGATIONS_RULES) | set(_aggregations_section.PEER_OPTION_RULES))
+    assert sorted(k for k in keywords if f'"{k}"' not in grammar) == []

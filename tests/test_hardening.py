@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import random
 import socket
+import sys
 import time
 
 import pytest
 
-from harness import CONVERGE_TIMEOUT, Aggregator, HaproxyNode, TableSpec, fresh_loopback, haproxy_binaries, wait_for
-from stktagg import bench
+from harness import CONVERGE_TIMEOUT, ROOT, Aggregator, HaproxyNode, TableSpec, fresh_loopback, haproxy_binaries, wait_for
+
+sys.path.insert(0, str(ROOT / "contrib"))
+import bench  # noqa: E402  (contrib/bench.py: the load generator's message helpers)
 
 pytestmark = pytest.mark.e2e
 TABLE = TableSpec("mytable", "string len 32", "http_req_cnt,http_req_rate(10s)", "x-key", "req.hdr(x-key)")

@@ -13,26 +13,49 @@ PACKAGE = Path(__file__).resolve().parents[1] / "stktagg"
 #: import anything (the top of the stack: the wiring and the entry points).
 ALLOWED = {
     "errors": set(),
+    "codegen": set(),
+    "clock": set(),
     "codec": {"errors"},
     "schema": {"errors", "codec"},
-    "wire": {"errors", "codec", "schema"},
+    "wire": {"errors", "codec", "codegen", "schema"},
     "handshake": {"errors"},
     "session": {"errors", "codec", "schema", "wire", "handshake"},
-    "config": {"errors"},
-    "datatypes": {"schema"},
-    "table": {"datatypes", "schema", "wire"},
-    "aggregation": {"config", "schema", "session", "table", "wire"},
+    "config/__init__": {"errors", "_model", "_lexer", "_global_section", "_parser", "_probes", "_dump"},
+    "config/_model": {"errors"},
+    "config/_lexer": {"_model"},
+    "config/_rules": {"_model", "_lexer"},
+    "config/_global_section": {"_model", "_lexer", "_rules"},
+    "config/_aggregations_section": {"_model", "_lexer", "_rules"},
+    "config/_parser": {"errors", "_model", "_lexer", "_global_section", "_aggregations_section"},
+    "config/_probes": {"errors", "_model"},
+    "config/_dump": {"_model", "_lexer"},
+    "datatypes": {"codegen"},
+    "table": {"codegen", "datatypes", "schema", "wire"},
+    "aggregation": {"clock", "config", "schema", "session", "table", "wire"},
     "workers": {"table"},
-    "cli": {"datatypes", "errors", "schema", "table"},
-    "metrics": set(),
+    "status": {"clock", "config", "schema", "session", "table", "wire"},
+    "counters": {"session", "status"},
+    "cli": {"clock", "datatypes", "errors", "schema", "status", "table"},
+    "metrics": {"status"},
     "loop": {"errors"},
     "transport": {"errors"},
+    "backpressure": {"transport"},
     "tls": {"errors", "config"},
     "logs": {"config"},
     "yamlconf": {"config", "errors"},
+    "peerlink": {"aggregation", "backpressure", "clock", "config", "counters", "schema", "session", "table",
+                 "transport", "wire", "workers"},
+    "links": {"aggregation", "config", "errors", "peerlink", "session", "transport"},
+    "registry": {"counters", "links", "peerlink", "transport"},
+    "pushes": {"aggregation", "clock", "loop", "registry", "table"},
+    "endpoints": {"aggregation", "config", "links", "loop", "peerlink", "tls", "transport"},
+    "server": {"aggregation", "backpressure", "clock", "config", "counters", "endpoints", "loop", "peerlink",
+               "pushes", "registry", "status", "tls", "workers"},
 }
+#: The top of the stack, which may import anything: the entry points.
+TOP = {"__init__", "daemon"}
 #: The protocol core is sans-IO: no sockets, TLS, selectors, threads or clock.
-SANS_IO = {"codec", "schema", "wire", "handshake", "session", "datatypes", "aggregation"}
+SANS_IO = {"codec", "codegen", "schema", "wire", "handshake", "session", "datatypes", "aggregation"}
 IO_MODULES = {"socket", "ssl", "selectors", "threading", "time", "select", "asyncio"}
 
 
@@ -55,6 +78,41 @@ def imports_of(path: Path) -> tuple[set[str], set[str]]:
                     others.add(alias.name.split(".")[0])
     ours.discard("")
     return ours, others
+
+
+def modules() -> set[str]:
+    return {str(p.relative_to(PACKAGE).with_suffix("")) for p in PACKAGE.rglob("*.py")}
+
+
+def test_every_module_has_its_place_in_the_layering():
+    assert modules() == set(ALLOWED) | TOP
+
+
+def test_no_import_cycle():
+    def node(name: str) -> str:
+        return "config/__init__" if name == "config" else name
+
+    graph = {m: {node(n) for n in ALLOWED[m] if node(n) in ALLOWED} for m in ALLOWED}
+    # config's private modules name each other without the package prefix
+    graph.update({m: {f"config/{n}" if f"config/{n}" in ALLOWED else n for n in ALLOWED[m]} for m in ALLOWED
+                  if m.startswith("config/")})
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, f"import cycle: {' -> '.join(path + (module,))}"
+        if module in done:
+            return
+        for dependency in graph.get(module, ()):
+            visit(dependency, path + (module,))
+        done.add(module)
+
+    for module in graph:
+        visit(module, ())
+
+
+def test_no_module_is_over_800_lines():
+    sizes = {m: len((PACKAGE / f"{m}.py").read_text().splitlines()) for m in modules()}
+    assert {m: n for m, n in sizes.items() if n > 800} == {}
 
 
 @pytest.mark.parametrize("module", sorted(ALLOWED))

@@ -258,6 +258,38 @@ class TestThreadsAndSignals:
         thread.join()
         watchdog.cancel()
 
+    def test_stop_from_another_thread_wakes_a_select_with_no_timer_pending(self) -> None:
+        blocked = threading.Event()
+
+        class SignallingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+            """Tells when the loop is about to wait with no timeout (nothing due, no timer)."""
+
+            def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+                if timeout is None:
+                    blocked.set()
+                return super().select(timeout)
+
+        reactor = Reactor(selector=SignallingSelector())
+        stopped_from_thread: list[float] = []
+        thread = threading.Thread(target=lambda: (blocked.wait(30), stopped_from_thread.append(time.monotonic()),
+                                                  reactor.stop()))
+        # Safety net, outside the reactor (no timer may be pending): if stop() did not wake
+        # select, this ends the wait instead of hanging the suite, and the test fails.
+        watchdog = threading.Timer(60, reactor.call_soon_threadsafe, (reactor.stop,))
+        try:
+            thread.start()
+            watchdog.start()
+            reactor.run_forever()
+            returned = time.monotonic()
+        finally:
+            watchdog.cancel()
+            thread.join()
+            watchdog.join()
+            reactor.close()
+        assert reactor.scheduled_timers == 0
+        # Woken by stop() itself, not by the 60 s watchdog (generous for a loaded machine).
+        assert stopped_from_thread and returned - stopped_from_thread[0] < 10.0
+
     def test_many_threads_all_callbacks_arrive(self, reactor: Reactor) -> None:
         seen: list[int] = []
 
@@ -320,6 +352,23 @@ class TestFileDescriptors:
             assert reactor.remove_reader(a)
             assert not reactor.has_reader(a)
             assert not reactor.remove_reader(a)
+
+    def test_a_failing_reader_is_logged_as_an_fd_registration(
+            self, reactor: Reactor, caplog: pytest.LogCaptureFixture) -> None:
+        a, b = socket.socketpair()
+        try:
+            def fail() -> None:
+                raise RuntimeError("bug in a reader")
+
+            reactor.add_reader(a, fail)
+            b.send(b"x")
+            with caplog.at_level(logging.ERROR, logger="stktagg.loop"):
+                assert reactor.run_until(lambda: bool(caplog.records), timeout=5)
+            assert "<FdRegistration reader " in caplog.records[0].getMessage()
+            reactor.remove_reader(a)
+        finally:
+            a.close()
+            b.close()
 
     def test_removed_reader_queued_in_same_turn_does_not_run(self, reactor: Reactor) -> None:
         a, b = socket.socketpair()

@@ -13,6 +13,9 @@ import pytest
 from harness import CONVERGE_TIMEOUT, ROOT, HaproxyNode, TableSpec, fresh_loopback, haproxy_binaries, wait_for, can_query
 
 PROGRAM = "/opt/hapee-extras/sbin/hapee-stktagg"
+#: The configuration package's modules: every one must be installed (a subpackage that
+#: setup.cfg's package discovery missed would break the installed program's imports).
+CONFIG_MODULES = sorted(p.name for p in (ROOT / "stktagg" / "config").glob("*.py"))
 CONFIG = "/etc/hapee-extras/hapee-stktagg.cfg"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="installing a package needs root (CI runs as root)")
 
@@ -43,6 +46,8 @@ def test_package_builds_installs_runs_and_purges(tmp_path):
     built = run("bash", "contrib/build-deb.sh", str(tmp_path), cwd=ROOT, timeout=600)
     assert built.returncode == 0, built.stdout + built.stderr
     deb = built.stdout.strip().splitlines()[-1]
+    listing = run("dpkg-deb", "--contents", deb).stdout  # tar's "perms owner size date time name"
+    _check_python_files([line.split(None, 5)[5].split(" -> ")[0] for line in listing.splitlines() if line.strip()])
     lint = run("lintian", "--fail-on", "error,warning", deb)
     assert lint.returncode == 0, lint.stdout + lint.stderr
     installed = run("apt-get", "install", "-y", "-qq", deb, env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
@@ -62,6 +67,15 @@ def test_package_builds_installs_runs_and_purges(tmp_path):
     assert purged.returncode == 0, purged.stdout + purged.stderr
     assert not os.path.exists(PROGRAM) and not os.path.exists(CONFIG)
     assert run("dpkg", "-s", "hapee-extras-stktagg").returncode != 0
+
+
+def _check_python_files(paths: list[str]) -> None:
+    """Installed files: the whole stktagg package with its config subpackage, not the load generator."""
+    assert "__init__.py" in CONFIG_MODULES and "_parser.py" in CONFIG_MODULES
+    ours = sorted(p for p in paths if "/stktagg/" in p and p.endswith(".py"))
+    for module in CONFIG_MODULES:
+        assert any(p.endswith(f"/stktagg/config/{module}") for p in ours), (module, ours)
+    assert not [p for p in ours if p.endswith("/bench.py")], ours  # contrib/bench.py is not installed
 
 
 def _run_installed_program_against_haproxy(tmp_path) -> None:
@@ -94,8 +108,14 @@ def _run_installed_program_against_haproxy(tmp_path) -> None:
 def test_pip_install_gives_a_console_script(tmp_path):
     venv = tmp_path / "venv"
     assert run(sys.executable, "-m", "venv", str(venv)).returncode == 0
-    installed = run(str(venv / "bin/pip"), "install", "-q", str(ROOT), timeout=300)
+    # From a copy without build litter: pip builds in the source tree, and setuptools'
+    # build/lib keeps modules that were since moved or deleted (it would ship them).
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "*.egg-info", "__pycache__", ".hypothesis", ".pytest_cache"))
+    installed = run(str(venv / "bin/pip"), "install", "-q", str(source), timeout=300)
     assert installed.returncode == 0, installed.stdout + installed.stderr
+    _check_python_files([str(p) for p in venv.rglob("*.py")])
     version = run(str(venv / "bin/hapee-stktagg"), "-v")
     assert version.returncode == 0 and version.stdout.startswith("hapee-stktagg version ")
     check = run(str(venv / "bin/hapee-stktagg"), "-c", "-f", str(ROOT / "contrib/hapee-stktagg.cfg"))

@@ -39,7 +39,6 @@ from stktagg.wire import (
     Ack,
     Control,
     ControlType,
-    ErrorType,
     FrameDecoder,
     MessageDecoder,
     MessageEncoder,
@@ -202,7 +201,7 @@ _CONTROL_NAMES = {
     "resync-confirm": ControlType.RESYNC_CONFIRM,
     "heartbeat": ControlType.HEARTBEAT,
 }
-_ERROR_NAMES = {"protocol-error": ErrorType.PROTOCOL, "size-limit": ErrorType.SIZE_LIMIT}
+_ERROR_NAMES = {"protocol-error": PeersErrorCode.PROTOCOL_ERROR, "size-limit": PeersErrorCode.SIZE_LIMIT}
 _UPDATE_KINDS = {
     "update": StkType.UPDATE,
     "update-incremental": StkType.INCREMENTAL_UPDATE,
@@ -483,7 +482,7 @@ class TestRawGarbage:
         assert all(isinstance(m, RawMessage) for m in messages)
 
     def test_error_class_0_is_peer_error_protocol(self):
-        assert outcome(h("01 00")) == ([PeerError(ErrorType.PROTOCOL)], None, 0)
+        assert outcome(h("01 00")) == ([PeerError(PeersErrorCode.PROTOCOL_ERROR)], None, 0)
 
     def test_update_before_any_definition_is_raw_message_with_reason(self):
         wire = h("0a 80 0e 00 00 00 01 05 61 6c 69 63 65 2a 00 07 03")
@@ -684,8 +683,8 @@ class TestWorkedExamples:
             ("00 02", Control(ControlType.RESYNC_PARTIAL)),
             ("00 03", Control(ControlType.RESYNC_CONFIRM)),
             ("00 04", Control(ControlType.HEARTBEAT)),
-            ("01 00", PeerError(ErrorType.PROTOCOL)),
-            ("01 01", PeerError(ErrorType.SIZE_LIMIT)),
+            ("01 00", PeerError(PeersErrorCode.PROTOCOL_ERROR)),
+            ("01 01", PeerError(PeersErrorCode.SIZE_LIMIT)),
         ],
     )
     def test_control_and_error_messages(self, wire, msg):

@@ -16,7 +16,6 @@ from stktagg.wire import (
     Ack,
     Control,
     ControlType,
-    ErrorType,
     MessageDecoder,
     MessageEncoder,
     PeerError,
@@ -158,7 +157,7 @@ def updates_for(draw, definition: TableDefinition, last_id: int | None):
 
 
 controls = st.builds(Control, st.sampled_from(list(ControlType)))
-peer_errors = st.builds(PeerError, st.sampled_from(list(ErrorType)))
+peer_errors = st.builds(PeerError, st.sampled_from(list(PeersErrorCode)))
 acks = st.builds(Ack, st.integers(0, U64) | st.integers(1, 10), st.integers(0, U32))
 switches = st.builds(TableSwitch, st.integers(0, U64))
 

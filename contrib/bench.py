@@ -1,4 +1,5 @@
-"""Peers load generator: ``python3 -m stktagg.bench`` (see ``--help``).
+#!/usr/bin/env python3
+"""Peers load generator: ``python3 contrib/bench.py`` (see ``--help``).
 
 Opens N peer sessions to a target as HAProxy nodes would (hello, resync
 answer, table definition, acks, heartbeats), streams updates over K distinct
@@ -42,8 +43,13 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
-from .codec import decode_varint, encode_varint
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # run from a checkout: the stktagg package next to contrib/
+
+from stktagg.codec import decode_varint, encode_varint  # noqa: E402
 
 TABLE = b"mytable.local"
 PERIOD = 10000
@@ -308,7 +314,7 @@ def spawn_target(kind: str, args: argparse.Namespace, workdir: str) -> subproces
         lines.append("    from .local to .aggr")
         path = os.path.join(workdir, "aggr.cfg")
         open(path, "w").write("\n".join(lines) + "\n")
-        entry = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hapee_stktagg.py")
+        entry = str(ROOT / "hapee_stktagg.py")
         argv = [sys.executable, entry, "-f", path, *(["-W", str(args.workers)] if args.workers is not None else [])]
     else:
         lines = ["global", f"    localpeer {args.target_name}", "    nbthread 1",
@@ -498,7 +504,7 @@ def _applied_updates(socket_path: str) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python3 -m stktagg.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python3 contrib/bench.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--target", default="127.0.0.1:11100", help="ip:port of the target's peers listener")
     p.add_argument("--target-name", default="AGGR", help="the target's local peer name")
     p.add_argument("--target-pid", type=int, help="pid of the target, for its CPU and RSS")

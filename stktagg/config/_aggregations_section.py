@@ -1,0 +1,320 @@
+"""The rules of an ``aggregations`` section: peers, ``from``, ``forward``, ``dynamic-peers``.
+
+:data:`AGGREGATIONS_RULES` maps each keyword to its rule;
+:func:`parse_aggregations_section` reads one section's lines into an
+:class:`~stktagg.config._model.Aggregations`, with the checks that span
+lines (peer names, one local peer, ``from``/``forward``/``dynamic-peers``
+once, a ``forward`` suffix that is not the output). The grammar is in
+``_parser``'s header comment.
+
+Imports ``_model``, ``_lexer`` and ``_rules``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._lexer import Line, Token
+from ._model import (
+    GROUP_KEY_PREFIX,
+    PEER_ADDRESS_HINT,
+    Aggregations,
+    FromRule,
+    Peer,
+    PeerRole,
+    Position,
+    Verify,
+    config_error,
+)
+from ._rules import (
+    SECTION_KEYWORDS,
+    LineRule,
+    Option,
+    OptionRule,
+    expect_end,
+    one_of,
+    option_flag,
+    option_path,
+    option_value,
+    parse_address,
+    parse_choice,
+    parse_count,
+    parse_options,
+    take,
+    take_name,
+)
+
+ROLE_KEYWORDS = frozenset({"local", "up", "down"})
+SSL_OPTIONS = frozenset({"crt", "ca-file", "verify"})
+
+
+def option_group(line: Line, pos: int, keyword: Token) -> tuple[int, str]:
+    """``group <group_id>`` of a peer."""
+    pos, token = take_name(line, pos, keyword, "group identifier")
+    if token.text.startswith(GROUP_KEY_PREFIX):
+        raise config_error(token.at, f"invalid group identifier '{token.text}': "
+                                     f"'{GROUP_KEY_PREFIX}' is reserved")
+    return pos, token.text
+
+
+def option_verify(line: Line, pos: int, keyword: Token) -> tuple[int, Verify]:
+    """``verify none|optional|required`` of a peer."""
+    pos, token = take(line, pos, keyword, "none, optional or required")
+    return pos, Verify(parse_choice(token, (v.value for v in Verify), "verify value"))
+
+
+PEER_OPTION_RULES: dict[str, OptionRule] = {
+    "local": option_flag,
+    "up": option_flag,
+    "down": option_flag,
+    "group": option_group,
+    "ssl": option_flag,
+    "crt": option_path,
+    "ca-file": option_path,
+    "verify": option_verify,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _PeerDecl:
+    """A parsed peer line, with the places the section-level checks report at."""
+
+    peer: Peer
+    name_at: Position
+    role_at: Position | None
+
+
+def parse_peer(line: Line, pos: int) -> tuple[int, _PeerDecl]:
+    """``peer <name> <ip:port> [options]``, options in any order (see PEER_OPTION_RULES)."""
+    keyword = line[0]
+    pos, name = take_name(line, pos, keyword, "peer name")
+    pos, where = take(line, pos, keyword, f"an address after the name, {PEER_ADDRESS_HINT}")
+    address = parse_address(where)
+    pos, opts = parse_options(line, pos, PEER_OPTION_RULES, "peer option")
+    role = check_peer_options(opts)
+    (crt, crt_at), (ca_file, ca_file_at) = path_option(opts, "crt"), path_option(opts, "ca-file")
+    peer = Peer(name.text, address, role, option_value(opts, "group"), "ssl" in opts,
+                crt, ca_file, option_value(opts, "verify"), keyword.at, crt_at, ca_file_at)
+    role_option = opts.get(role.value)
+    return pos, _PeerDecl(peer, name.at, role_option.keyword.at if role_option else None)
+
+
+def path_option(opts: Mapping[str, Option], key: str) -> tuple[str | None, Position | None]:
+    """The text and position of a path option, or (None, None)."""
+    token = option_value(opts, key)
+    return (token.text, token.at) if token is not None else (None, None)
+
+
+def check_peer_options(opts: Mapping[str, Option]) -> PeerRole:
+    """Check how peer options combine; return the peer's role."""
+    roles = [option.keyword for key, option in opts.items() if key in ROLE_KEYWORDS]
+    if len(roles) > 1:
+        raise config_error(roles[1].at, f"'{roles[1].text}' conflicts with '{roles[0].text}' "
+                                        "(a peer is local, up or down)")
+    role = PeerRole(roles[0].text) if roles else PeerRole.DOWN
+    if "group" in opts and role is not PeerRole.UP:
+        raise config_error(opts["group"].keyword.at, "group is only allowed on up peers")
+    for key, option in opts.items():
+        if key in SSL_OPTIONS and "ssl" not in opts:
+            raise config_error(option.keyword.at, f"'{key}' needs 'ssl'")
+    return role
+
+
+def parse_suffix(token: Token, text: str | None = None) -> str:
+    """A table suffix: "." then one or more characters, none "." "," or blank."""
+    text = token.text if text is None else text
+    reason = suffix_problem(text)
+    if reason:
+        raise config_error(token.at, f"invalid suffix '{text}': {reason}")
+    return text
+
+
+def suffix_problem(text: str) -> str | None:
+    """Why *text* is not a valid suffix, or None."""
+    if len(text) < 2 or not text.startswith("."):
+        return "a suffix is a '.' followed by at least one character, like .local"
+    if "," in text:
+        return "a single suffix is expected here, not a list"
+    if "." in text[1:]:
+        return "a suffix has a single '.' (a table's suffix starts at its last '.')"
+    if any(char.isspace() for char in text):
+        return "whitespace is not allowed"
+    return None
+
+
+def parse_suffix_list(token: Token) -> tuple[str, ...]:
+    """A comma-separated list of suffixes in one word, without empty items or repeats."""
+    suffixes: list[str] = []
+    for item in token.text.split(","):
+        if not item:
+            raise config_error(token.at, f"empty item in suffix list '{token.text}'")
+        if item in suffixes:
+            raise config_error(token.at, f"duplicate suffix '{item}' in list '{token.text}'")
+        suffixes.append(parse_suffix(token, item))
+    return tuple(suffixes)
+
+
+def parse_from(line: Line, pos: int) -> tuple[int, FromRule]:
+    """``from any to <.s>`` or ``from <.a,.b> to <.s> [accept-no-suffix]``."""
+    keyword = line[0]
+    pos, source = take(line, pos, keyword, "'any' or a suffix list, then 'to' and a suffix")
+    suffixes = () if source.text == "any" else parse_suffix_list(source)
+    pos, to = take(line, pos, keyword, f"'to' and an output suffix after '{source.text}'")
+    if to.text != "to":
+        raise config_error(to.at, f"expected 'to', found '{to.text}'")
+    pos, target = take(line, pos, to, "an output suffix like .aggr")
+    output = parse_suffix(target)
+    if output in suffixes:
+        raise config_error(target.at, f"output suffix '{output}' is also in the 'from' list")
+    pos, accept = parse_accept_no_suffix(line, pos, bool(suffixes))
+    return pos, FromRule(suffixes, output, accept, keyword.at)
+
+
+def parse_accept_no_suffix(line: Line, pos: int, has_list: bool) -> tuple[int, bool]:
+    """The optional ``accept-no-suffix`` word, only allowed after a suffix list."""
+    if pos >= len(line) or line[pos].text != "accept-no-suffix":
+        return pos, False
+    if not has_list:
+        raise config_error(line[pos].at, "'accept-no-suffix' is not allowed with 'from any' "
+                                         "(any already takes tables without a suffix)")
+    return pos + 1, True
+
+
+@dataclass(frozen=True, slots=True)
+class _ForwardDecl:
+    """A parsed forward line: its suffixes, where the list and the line start."""
+
+    suffixes: tuple[str, ...]
+    list_at: Position
+    position: Position
+
+
+def parse_forward(line: Line, pos: int) -> tuple[int, _ForwardDecl]:
+    """``forward <.a,.b,...>``."""
+    pos, token = take(line, pos, line[0], "a suffix list like .l2 or .a,.b")
+    return pos, _ForwardDecl(parse_suffix_list(token), token.at, line[0].at)
+
+
+@dataclass(frozen=True, slots=True)
+class _DynamicDecl:
+    """A parsed dynamic-peers line."""
+
+    count: int
+    position: Position
+
+
+def parse_dynamic_peers(line: Line, pos: int) -> tuple[int, _DynamicDecl]:
+    """``dynamic-peers <n>``: accept up to n peers not declared in the file."""
+    pos, count = parse_count(line, pos)
+    return pos, _DynamicDecl(count, line[0].at)
+
+
+AGGREGATIONS_RULES: dict[str, LineRule] = {
+    "peer": parse_peer,
+    "from": parse_from,
+    "forward": parse_forward,
+    "dynamic-peers": parse_dynamic_peers,
+}
+
+
+@dataclass
+class _AggregationsState:
+    """What an aggregations section has seen so far (mutable, private)."""
+
+    header: Token
+    name: str
+    peers: list[Peer] = field(default_factory=list)
+    names: dict[str, Position] = field(default_factory=dict)
+    local: Peer | None = None
+    from_rule: FromRule | None = None
+    forward: _ForwardDecl | None = None
+    dynamic: _DynamicDecl | None = None
+
+    def add(self, node: _PeerDecl | FromRule | _ForwardDecl | _DynamicDecl) -> None:
+        match node:
+            case _PeerDecl():
+                self.add_peer(node)
+            case FromRule():
+                check_once("from", self.from_rule, node.position)
+                self.from_rule = node
+            case _ForwardDecl():
+                check_once("forward", self.forward, node.position)
+                self.forward = node
+            case _DynamicDecl():
+                check_once("dynamic-peers", self.dynamic, node.position)
+                self.dynamic = node
+        self.check_forward()
+
+    def add_peer(self, decl: _PeerDecl) -> None:
+        peer, local = decl.peer, self.local
+        if peer.name in self.names:
+            first = self.names[peer.name].lineno
+            raise config_error(decl.name_at, f"duplicate peer name '{peer.name}' "
+                                             f"(first declared at line {first})")
+        if peer.role is PeerRole.LOCAL and local is not None:
+            raise config_error(decl.role_at or decl.name_at,
+                               f"more than one local peer ('{local.name}' is local "
+                               f"at line {local.position.lineno})")
+        if peer.role is PeerRole.LOCAL:
+            self.local = peer
+        self.names[peer.name] = decl.name_at
+        self.peers.append(peer)
+
+    def check_forward(self) -> None:
+        if self.forward and self.from_rule and self.from_rule.to in self.forward.suffixes:
+            raise config_error(self.forward.list_at,
+                               f"forward suffix '{self.from_rule.to}' is the output suffix "
+                               f"of the 'from' line (line {self.from_rule.position.lineno})")
+
+    def build(self) -> Aggregations:
+        where = Position(self.header.at.path, self.header.at.lineno, 1)
+        if self.from_rule is None:
+            raise config_error(where, f"aggregations section '{self.name}' has no 'from' line")
+        if self.local is None:
+            raise config_error(where, f"aggregations section '{self.name}' has no local peer "
+                                      "(mark this aggregator's peer line with 'local')")
+        forward = self.forward.suffixes if self.forward else ()
+        dynamic = self.dynamic.count if self.dynamic else 0
+        return Aggregations(self.name, tuple(self.peers), self.from_rule, forward, self.header.at, dynamic)
+
+
+def check_once(keyword: str, previous: FromRule | _ForwardDecl | _DynamicDecl | None, at: Position) -> None:
+    """Fail at *at* if a line that may appear once per section was already seen."""
+    if previous is not None:
+        raise config_error(at, f"duplicate '{keyword}' line "
+                               f"(first at line {previous.position.lineno})")
+
+
+def parse_aggregations_section(lines: tuple[Line, ...], pos: int,
+                               taken: Mapping[str, Position]) -> tuple[int, Aggregations]:
+    """The ``aggregations <id>`` line at *pos* and its lines, up to the next section.
+
+    *taken* maps the ids of the sections already parsed to their positions.
+    """
+    header = lines[pos]
+    end, ident = take_name(header, 1, header[0], "aggregations identifier")
+    expect_end(header, end)
+    if ident.text in taken:
+        raise config_error(ident.at, f"duplicate aggregations section '{ident.text}' "
+                                     f"(first at line {taken[ident.text].lineno})")
+    state = _AggregationsState(header[0], ident.text)
+    pos += 1
+    while pos < len(lines) and lines[pos][0].text not in SECTION_KEYWORDS:
+        state.add(parse_aggregations_line(lines[pos]))
+        pos += 1
+    return pos, state.build()
+
+
+def parse_aggregations_line(line: Line) -> Any:
+    """One line inside an aggregations section."""
+    keyword = line[0]
+    rule = AGGREGATIONS_RULES.get(keyword.text)
+    if rule is None:
+        raise config_error(keyword.at, f"unknown keyword '{keyword.text}' in aggregations "
+                                       f"section (expected {one_of(AGGREGATIONS_RULES)})")
+    end, node = rule(line, 1)
+    expect_end(line, end)
+    return node
+

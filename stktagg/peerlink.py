@@ -1,0 +1,260 @@
+"""An established peer link: a session whose peer and section are known, and its traffic.
+
+Imports ``aggregation``, ``clock``, ``config``, ``counters``,
+``backpressure``, ``schema``, ``session``, ``table``, ``transport`` and
+``workers``. Runs in the I/O thread.
+
+- ``SessionStage`` is what any connection that has a ``PeerSession`` does,
+  in the handshake or established: write what the session queued (at the end
+  of the loop turn, through the ``Outbox``), report the session's end, close
+  the session when the connection is lost.
+- ``PeerLink`` is the established one (``links.Handshaking`` becomes one on
+  the session's ``Established`` event). It acts on the session's events:
+  routes each table the peer defines (``Section.route``), hands each read's
+  updates to the workers as one batch per table, answers the peer's resync
+  request at once, asks for a resync itself at every new session. It sends
+  pushes: when its socket buffer is above its high-water mark the changed
+  keys are parked in a per-table set instead, drained when the buffer goes
+  down, so what waits for a slow peer is a set of keys, never a queue of
+  messages.
+
+Every method that acts takes ``now``, the clock's seconds (``clock``); the
+tables' milliseconds are derived from it with ``clock.table_ms``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from .aggregation import Route, RouteKind, Section
+from .backpressure import Backpressure
+from .clock import Clock, table_ms
+from .config import Peer
+from .counters import Counters, PeerKey
+from .schema import KeyType
+from .session import (
+    Closed,
+    Event,
+    Ignored,
+    PeerSession,
+    ResyncRequested,
+    State,
+    Status,
+    TableDefined,
+    TeachFinished,
+    UpdatesReceived,
+)
+from .table import AggTable
+from .transport import EventLoop, StreamTransport
+from .wire import TableDefinition, UpdateBatch
+from .workers import Workers
+
+__all__ = ["LinkContext", "Outbox", "PeerLink", "SessionStage"]
+
+log = logging.getLogger(__name__)
+
+
+class Outbox:
+    """Writes what sessions queued once per loop turn: many sends in one turn make one write."""
+
+    def __init__(self, reactor: EventLoop) -> None:
+        self._reactor = reactor
+        self._waiting: set[SessionStage] = set()
+
+    def want(self, stage: SessionStage) -> None:
+        if not self._waiting:
+            self._reactor.call_soon(self._write)
+        self._waiting.add(stage)
+
+    def _write(self) -> None:
+        stages, self._waiting = self._waiting, set()
+        for stage in stages:
+            stage.write_now()
+
+
+@dataclass(frozen=True, slots=True)
+class LinkContext:
+    """What links need from the rest of the server; made once by ``Server``."""
+
+    clock: Clock
+    counters: Counters
+    workers: Workers
+    backpressure: Backpressure
+    outbox: Outbox
+    peer_address_check: bool  #: accept a declared peer only from its declared address
+
+
+class SessionStage:
+    """A connection's stage that has a session: the handshake or an established link."""
+
+    def __init__(self, ctx: LinkContext, transport: StreamTransport, section: Section, session: PeerSession,
+                 address: str, tls: bool) -> None:
+        self.ctx = ctx
+        self.transport = transport
+        self.section = section
+        self.session = session
+        self.address = address
+        self.tls = tls
+
+    def receive(self, data: bytes, now: float) -> None:
+        """Bytes from the peer (``b""``: it closed)."""
+        self.handle(self.session.receive_data(data, now), now)
+
+    def handle(self, events: list[Event], now: float) -> None:
+        raise NotImplementedError
+
+    def poll(self, now: float) -> None:
+        """The session tick: the session's timers, and backpressure's news."""
+        if self.ctx.backpressure.paused:
+            self.session.not_reading(now)
+        events = self.session.poll(now)
+        if events or self.session.has_data_to_send():
+            self.handle(events, now)
+
+    def writable(self) -> None:
+        """The socket buffer went down below its low-water mark."""
+
+    def flush(self) -> None:
+        """Have what the session queued written at the end of this loop turn (one send per turn)."""
+        if self.session.has_data_to_send():
+            self.ctx.outbox.want(self)
+
+    def write_now(self) -> None:
+        if not self.transport.closed:
+            data = self.session.data_to_send()
+            if data:
+                self.transport.write(data)
+
+    def closed(self, event: Closed, peer: Peer | None) -> None:
+        """The session ended (``peer``: whom it was with, when known): log, record a failure, close."""
+        failed = event.error is not None or event.status not in (None, Status.SUCCESS)
+        if peer is not None and failed:
+            self.ctx.counters.error((self.section.name, peer.name), event.reason)
+        log.log(logging.WARNING if failed else logging.INFO, "%s: session with peer %s (%s) closed: %s",
+                self.section.name, self.session.peer_name or "?", self.address, event.reason)
+        self.write_now()  # the status or error message goes out before the close
+        self.transport.close()
+
+    def lost(self, exc: Exception | None) -> None:
+        """The connection is gone: end the session if it was not ended yet."""
+        if self.session.state is not State.CLOSED:
+            self.session.close(f"connection lost: {exc}" if exc else "connection lost")
+            log.info("%s: session with peer %s (%s) lost%s", self.section.name, self.session.peer_name or "?",
+                     self.address, f": {exc}" if exc else "")
+
+
+class PeerLink(SessionStage):
+    """An established session with a known peer (see the module docstring)."""
+
+    def __init__(self, ctx: LinkContext, transport: StreamTransport, section: Section, session: PeerSession,
+                 peer: Peer, address: str, tls: bool) -> None:
+        super().__init__(ctx, transport, section, session, address, tls)
+        self.peer = peer
+        self.key: PeerKey = (section.name, peer.name)
+        self.routes: dict[int, Route] = {}
+        self.backlog: dict[bytes, set[bytes]] = {}  #: table name -> keys waiting for a slow peer
+        self.synced = False  #: the peer taught us after our resync request
+
+    def start(self, now: float) -> None:
+        """The session was just established (and the link registered)."""
+        self.ctx.counters.hello(self.key, self.ctx.clock.wall())
+        log.info("%s: session with peer %s (%s) established, protocol %d.%d",
+                 self.section.name, self.peer.name, self.address, *self.session.version)
+        # A restarted aggregator has nothing: ask every peer for a full copy
+        # at every new session (DESIGN.md §3.5).
+        self.session.request_resync(now)
+
+    def is_established(self) -> bool:
+        return self.session.state is State.ESTABLISHED
+
+    # -- session events ---------------------------------------------------------------
+
+    def handle(self, events: list[Event], now: float) -> None:
+        batches: dict[int, tuple[Route, list]] = {}
+        for event in events:
+            if isinstance(event, UpdatesReceived):
+                route = self.routes.get(event.table.table_id)
+                if route is not None and route.table is not None:
+                    batch = batches.setdefault(event.table.table_id, (route, []))
+                    batch[1].extend(self._keys(route.table, event.updates))
+            elif isinstance(event, TableDefined):
+                self._define(event.definition)
+            elif isinstance(event, ResyncRequested):
+                sent = self.section.teach(self.session, self.peer, now)
+                log.info("%s: taught peer %s %d entries", self.section.name, self.peer.name, sent)
+            elif isinstance(event, TeachFinished):
+                self.synced = True
+                log.info("%s: resync from peer %s finished%s", self.section.name, self.peer.name,
+                         " (partial)" if event.partial else "")
+            elif isinstance(event, Closed):
+                self.closed(event, self.peer)
+            elif isinstance(event, Ignored):
+                log.debug("%s: peer %s: ignored message (%s)", self.section.name, self.peer.name,
+                          event.message.reason)
+        if batches:
+            self._submit(batches, now)
+        self.flush()
+
+    @staticmethod
+    def _keys(table: AggTable, updates: list) -> list:
+        # HAProxy stores at most len - 1 characters of a string key; so must we,
+        # or a long key would aggregate apart from what the nodes count.
+        definition = table.definition
+        if definition.key_type != KeyType.STRING:
+            return updates
+        limit = max(0, definition.key_len - 1)
+        return [(k[:limit], v, e) if len(k) > limit else (k, v, e) for k, v, e in updates]
+
+    def _submit(self, batches: dict[int, tuple[Route, list]], now: float) -> None:
+        index = self.section.peer_index[self.peer.name]
+        ms = table_ms(now)
+        workers = self.ctx.workers
+        for route, items in batches.values():
+            workers.submit_updates(route.table, index, route.in_fields, items, ms)
+        self.ctx.counters.updates_in += sum(len(items) for _, items in batches.values())
+        self.ctx.backpressure.check()
+
+    def _define(self, definition: TableDefinition) -> None:
+        route = self.section.route(self.peer, definition)
+        previous = self.routes.get(definition.table_id)
+        self.routes[definition.table_id] = route
+        if route.kind is RouteKind.IGNORE and (previous is None or previous.kind is not RouteKind.IGNORE):
+            log.info("%s: peer %s: table %r ignored: %s", self.section.name, self.peer.name,
+                     definition.name.decode("utf-8", "backslashreplace"), route.reason)
+
+    # -- pushes -----------------------------------------------------------------------
+
+    def push(self, table: AggTable, changed: list, now: float, batch: UpdateBatch | None = None) -> None:
+        """Send changed aggregates ``(key, values, expire_at)`` (pre-encoded ``batch`` when given),
+        or park their keys while the socket buffer is above its high-water mark."""
+        if self.transport.above_high_water():
+            self.backlog.setdefault(table.name, set()).update(k for k, _, _ in changed)
+            return
+        if batch is not None:
+            sent = self.section.push_batch(self.session, table, batch, now)
+        else:
+            sent = self.section.push(self.session, table, changed, now)
+        self.ctx.counters.updates_out += sent
+        self.flush()
+
+    def writable(self) -> None:
+        self.drain_backlog()
+
+    def drain_backlog(self) -> None:
+        """Push the parked keys' current aggregates."""
+        if not self.backlog or not self.is_established():
+            return
+        backlog, self.backlog = self.backlog, {}
+        now = self.ctx.clock.now()
+        ms = table_ms(now)
+        for name, keys in backlog.items():
+            table = self.section.tables.get(name)
+            if table is None:
+                continue
+            changed = []
+            for key in keys:
+                found = table.lookup(key, ms)
+                if found is not None and found[0] is not None:
+                    changed.append((key, found[0], found[1]))
+            self.push(table, changed, now)

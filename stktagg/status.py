@@ -1,0 +1,183 @@
+"""What the CLI and the metrics may see of the server, and what they may ask of it.
+
+Imports ``clock`` (for the interface's type), ``config`` (peer roles),
+``session`` (session states), ``table`` (table modes, entries), and
+``schema`` and ``wire`` for types.
+
+The server publishes a ``Status``: plain frozen objects copied from its
+state in the I/O thread at one moment — the sections, their peers (state,
+address, TLS, last hello, traffic over every session, last error, the update
+ids of each table sent) and their tables (counts, and read access to the
+entries through the table's own locked reads). Readers (``cli``,
+``metrics``) render a ``Status`` and never touch links, sessions or the
+server. What changes state is a command object (``ClearTable``) handed to
+``Commands``, which the server implements.
+
+Times in a ``Status``: ``started_at`` is in clock seconds (``clock.Clock.now``),
+``started_wall`` and ``PeerStatus.last_hello`` are wall times for display.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from .clock import Clock
+from .config import PeerRole
+from .schema import Field
+from .session import State
+from .table import AggTable, TableMode
+from .wire import TableDefinition
+
+__all__ = [
+    "ClearTable", "Commands", "PeerStatus", "SectionStatus", "SentTable", "Status", "StatusSource",
+    "TableStatus", "Traffic",
+]
+
+_NOTHING_SENT: Mapping[bytes, "SentTable"] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Traffic:
+    """A peer's traffic over all its sessions (ended ones and the current one): never goes back."""
+
+    messages_in: int = 0
+    messages_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    updates_in: int = 0
+    updates_out: int = 0
+    heartbeats_in: int = 0
+    heartbeats_out: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SentTable:
+    """One of our tables as the current session sends it: the last update ids."""
+
+    last_pushed: int = 0  #: the last update id sent
+    last_acked: int = 0  #: the last update id the peer acknowledged
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    """One remote peer of a section, and its current session if it has one."""
+
+    name: str
+    index: int  #: the peer's index in its section (the records in the tables are keyed by it)
+    role: PeerRole
+    address: str  #: the session's address, else the declared one
+    state: State | None = None  #: the current session's state; None: no session
+    synced: bool = False  #: the peer taught us after our resync request
+    tls: bool = False
+    last_hello: float | None = None  #: wall time of the last session established, if any
+    last_error: str = ""  #: why the last session that failed was closed
+    traffic: Traffic = Traffic()
+    #: per table name, the current session's update ids
+    sent: Mapping[bytes, SentTable] = field(default_factory=lambda: _NOTHING_SENT)
+
+    @property
+    def connected(self) -> bool:
+        """There is a session (in any state, until its connection is gone)."""
+        return self.state is not None
+
+    @property
+    def established(self) -> bool:
+        return self.state is State.ESTABLISHED
+
+
+@dataclass(frozen=True, slots=True)
+class TableStatus:
+    """One output table of a section: its counts now, and read access to its entries."""
+
+    name: bytes
+    mode: TableMode
+    source: bytes  #: the table aggregated into this one (empty for a forwarded table)
+    expire_ms: int
+    entries: int  #: keys in the table (approximate while the workers write)
+    changes: int  #: peer updates applied
+    dropped: int  #: new keys dropped because the table was full
+    table: AggTable  #: read only through the methods below
+
+    @property
+    def definition(self) -> TableDefinition:
+        """The table's definition (key type and length, data types)."""
+        return self.table.definition
+
+    @property
+    def fields(self) -> tuple[Field, ...]:
+        return self.table.fields
+
+    def rows(self, now_ms: int, key: bytes | None = None) -> list[tuple[bytes, tuple | None, int, dict]]:
+        """``(key, aggregate or None, its expiry, {peer index: (values, expire_at, received_at)})``.
+
+        Every key, or only ``key``; values at the table time ``now_ms``. Each
+        stripe is read under its lock; not atomic across stripes.
+        """
+        table = self.table
+        if key is not None:
+            found = table.lookup(key, now_ms)
+            return [] if found is None else [(key, *found)]
+        return [row for stripe in range(len(table.stripes)) for row in table.snapshot(stripe, now_ms)]
+
+    def empty(self) -> tuple:
+        """Wire values of an entry nobody contributed to."""
+        return self.table.empty()
+
+
+@dataclass(frozen=True, slots=True)
+class SectionStatus:
+    """One ``aggregations`` section: its remote peers (in index order) and its tables."""
+
+    name: str
+    peers: tuple[PeerStatus, ...]
+    tables: tuple[TableStatus, ...]
+
+    def table(self, name: bytes) -> TableStatus | None:
+        return next((t for t in self.tables if t.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """The whole process at one moment (see the module docstring)."""
+
+    sections: tuple[SectionStatus, ...]
+    pid: int
+    started_at: float  #: clock seconds
+    started_wall: float  #: wall time
+    updates_in: int  #: updates received from peers
+    updates_out: int  #: aggregate updates sent to peers
+    #: updates received and pushed per second, over the last second and minute (None: not yet known)
+    rates: Mapping[str, int | None] = field(default_factory=lambda: MappingProxyType({}))
+
+    def section(self, name: str) -> SectionStatus | None:
+        return next((s for s in self.sections if s.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class ClearTable:
+    """Forget a table's entries (all of them, or one key) and clear the nodes' aggregates of them."""
+
+    section: str
+    table: bytes
+    key: bytes | None = None
+
+
+class Commands(typing.Protocol):
+    """What the CLI may ask the server to change."""
+
+    def clear_table(self, command: ClearTable) -> int:
+        """Run ``command``; returns the number of entries cleared."""
+        ...
+
+
+class StatusSource(Commands, typing.Protocol):
+    """What a CLI or metrics connection gets: fresh snapshots, the clock, the commands."""
+
+    clock: Clock
+
+    def status(self) -> Status:
+        """A snapshot of the process now."""
+        ...
