@@ -16,7 +16,8 @@ Routing (DESIGN.md §3.1 and §3.4), per table a peer defines:
   passed to every down peer; anything else is ignored.
 
 What each peer is sent: aggregate tables go to every peer (down and up,
-the sender included); forwarded tables go to down peers only.
+the sender included); forwarded tables go to down peers only. A resync
+answer is a ``Teach``, which the caller steps a part at a time (issue 14).
 """
 
 from __future__ import annotations
@@ -193,36 +194,88 @@ class Section:
             sent += 1
         return sent
 
-    def teach(self, session: PeerSession, peer: Peer, now: float) -> int:
-        """Answer a resync request: the peer's own last entries, then our tables.
+    def teach(self, session: PeerSession, peer: Peer) -> Teach:
+        """Start answering a resync request: the peer's own last entries, then our tables.
 
         A HAProxy restarted hard asks for this; it gets back its own counters
-        (DESIGN.md §3.5) and the current aggregates. Returns the count sent.
+        (DESIGN.md §3.5) and the current aggregates. Returns the ``Teach``,
+        which sends them a part at a time (its ``step``) and then ``00 01``.
         """
-        index = self.peer_index[peer.name]
-        ms = table_ms(now)
-        sent = 0
-        tables = self.tables_for(peer)
-        rows = {table.name: [r for s in range(len(table.stripes)) for r in table.snapshot(s, ms)] for table in tables}
-        for table in tables:
-            source = self.input_definitions.get((index, self.sources.get(table.name, b"")))
-            if source is not None and source.data_types == table.definition.data_types:
-                out = session.define_table(
-                    source.name, source.key_type, source.key_len, source.data_types, source.expire or 0, source.params
-                )
-                mine = [(key, peers[index][0], peers[index][1]) for key, _, _, peers in rows[table.name] if index in peers]
-                sent += self._send_all(session, out, mine, now)
-        for table in tables:
-            sent += self.push(session, table, [(k, agg, exp) for k, agg, exp, _ in rows[table.name]], now)
-        session.finish_teach(now)
-        return sent
+        return Teach(self, session, peer)
 
-    @staticmethod
-    def _send_all(session: PeerSession, out: OutTable, rows: list, now: float) -> int:
+
+class Teach:
+    """A resync answer under way on one session, sent a part at a time (issue 14).
+
+    What it sends is what a resync answer always sent: first, for each table
+    the peer is sent, the peer's own live entries under its own table name,
+    then every live aggregate, all as timed updates carrying their remaining
+    life, then ``00 01``. Each ``step`` reads the next keys of one stripe
+    (listed when the teach reaches the stripe) under the stripe's lock,
+    encodes them once (``UpdateBatch``) and queues them on the session. A
+    key gone since its stripe was listed is skipped; a key created since is
+    not taught, but it is pushed, as every changed key is. Pushes go on to
+    the session meanwhile, so a key changed after it was taught is sent
+    again with its newer value: what the peer holds at the end is current.
+    """
+
+    def __init__(self, section: Section, session: PeerSession, peer: Peer) -> None:
+        index = section.peer_index[peer.name]
+        tables = section.tables_for(peer)
+        #: (table, the peer's own definition of its source and the peer's index, or None: the aggregates)
+        self._parts: list[tuple[AggTable, TableDefinition | None, int | None]] = []
+        for table in tables:
+            source = section.input_definitions.get((index, section.sources.get(table.name, b"")))
+            if source is not None and source.data_types == table.definition.data_types:
+                self._parts.append((table, source, index))
+        self._parts += [(table, None, None) for table in tables]
+        self.session = session
+        self.sent = 0  #: updates queued so far
+        self.done = False  #: ``00 01`` was queued
+        self._part = 0
+        self._stripe = -1
+        self._keys: list[bytes] = []  #: the current stripe's keys...
+        self._at = 0  #: ...from this one on still to teach
+
+    def step(self, now: float, keys: int) -> bool:
+        """Teach about ``keys`` more keys (``00 01`` after the last one); True once done."""
         ms = table_ms(now)
-        sent = 0
-        for key, values, expire_at in rows:
-            if expire_at > ms:
+        while keys > 0 and not self.done:
+            if self._at >= len(self._keys):
+                self._next_stripe(now)
+                continue
+            table, source, index = self._parts[self._part]
+            part = self._keys[self._at:self._at + keys]
+            self._at += len(part)
+            keys -= len(part)
+            rows = table.teach_rows(self._stripe, part, ms, index)
+            if rows:
+                self.sent += self._send(table, source, rows, now)
+        return self.done
+
+    def _next_stripe(self, now: float) -> None:
+        """Move to the next stripe (of the next part when this one is done), or finish."""
+        self._keys, self._at = [], 0
+        while self._part < len(self._parts):
+            table = self._parts[self._part][0]
+            self._stripe += 1
+            if self._stripe < len(table.stripes):
+                self._keys = table.stripe_keys(self._stripe)
+                return
+            self._part, self._stripe = self._part + 1, -1
+        self.session.finish_teach(now)
+        self.done = True
+
+    def _send(self, table: AggTable, source: TableDefinition | None, rows: list, now: float) -> int:
+        session = self.session
+        d = table.definition if source is None else source
+        out = session.define_table(d.name, d.key_type, d.key_len, d.data_types, d.expire or 0, d.params)
+        ms = table_ms(now)
+        encode = compile_body_encoder(d.key_type, d.key_len, d.data_types, d.params)
+        if encode is None:  # a layout with a server key: one update at a time
+            for key, values, expire_at in rows:
                 session.send_update(out, key, values, now, expire=expire_at - ms)
-                sent += 1
-        return sent
+            return len(rows)
+        batch = UpdateBatch([(encode(key, values), expire_at - ms) for key, values, expire_at in rows])
+        session.send_batch(out, batch, now)
+        return len(batch)

@@ -14,7 +14,10 @@ snapshot and reading the clock once per command from its
 ``status.StatusSource``. ``CliConnection`` is the transport protocol:
 without ``prompt`` it answers one line and closes (HAProxy's behaviour, what
 ``socat`` and ``nc -U`` expect); in prompt mode it answers each line followed
-by a ``> `` prompt until ``quit``.
+by a ``> `` prompt until ``quit``. A large answer (``show table``) is a
+generator of text chunks (``Answer``) that the connection writes one chunk
+per loop turn, as fast as the client reads (see "Issue 14: streamed dumps"
+in docs/ARCHITECTURE.md).
 
 Text layouts of the reference document (seeds/000, "show aggrs", "show table")::
 
@@ -39,13 +42,14 @@ import ipaddress
 import json
 import shlex
 import time
+from collections.abc import Generator, Iterable
 from typing import Callable
 
 from .clock import table_ms
 from .datatypes import read_rate
 from .errors import CliError
 from .schema import Field, KeyType, StdType, format_key, integer_key
-from .status import ClearTable, Commands, SectionStatus, Status, StatusSource, TableStatus
+from .status import ClearTable, Commands, LoopStats, SectionStatus, Status, StatusSource, TableStatus
 from .table import TableMode
 
 HELP = """\
@@ -57,7 +61,8 @@ show table <aggregations> <table> [key <k>] [data.<type> <op> <value>]... [json]
                                          : each key's aggregate and each peer's entry
                                            (<op>: eq ne le lt ge gt, on the aggregate)
 show peers [json]                        : every peer session: state, address, TLS, traffic, errors
-show info [json]                         : version, uptime, tables, entries, update rates
+show info [json]                         : version, uptime, tables, entries, update rates,
+                                           the event loop's turn durations
 clear table <aggregations> <table> [key <k>]
                                          : forget entries (all, or one key), and clear the
                                            nodes' aggregates of them
@@ -68,8 +73,18 @@ MAX_COMMAND_LINE = 4096
 _OPS: dict[str, Callable[[int, int], bool]] = {
     "eq": int.__eq__, "ne": int.__ne__, "le": int.__le__, "lt": int.__lt__, "ge": int.__ge__, "gt": int.__gt__,
 }
-#: ``handler(args, status, now, commands) -> answer``
-Handler = Callable[[list[str], Status, float, Commands], str]
+#: Output lines (a key's line and one per peer entry) read and rendered in one chunk
+#: of a streamed ``show table``: one chunk is one read under one stripe's lock and
+#: about 2 ms of work (6 ms at most, measured), so a dump never holds the loop.
+CHUNK_LINES = 256
+#: A streamed answer's next chunk is made once the connection's write queue is at
+#: most this (besides the kernel's socket buffer): a dump holds about one chunk.
+STREAM_LOW_WATER = 64 * 1024
+#: An answer made a chunk at a time: a generator of text; a clock time (s) sent
+#: into it is the time of the next chunk (iterating it keeps the command's time).
+Answer = Generator[str, "float | None", None]
+#: ``handler(args, status, now, commands) -> answer`` (a text, or an ``Answer`` for a large one)
+Handler = Callable[[list[str], Status, float, Commands], "str | Answer"]
 
 
 # -- show aggrs -----------------------------------------------------------------------------
@@ -131,45 +146,99 @@ def cmd_show_aggrs(args: list[str], status: Status, now: float, commands: Comman
 # -- show table ----------------------------------------------------------------------------------
 
 
-def cmd_show_table(args: list[str], status: Status, now: float, commands: Commands) -> str:
+def cmd_show_table(args: list[str], status: Status, now: float, commands: Commands) -> Answer:
+    """The table's rows, streamed (``table_answer``); bad arguments raise here, before any output."""
     json_out = _json_flag(args)
     if len(args) < 2:
         raise CliError("Usage: show table <aggregations> <table> [key <k>] [data.<type> <op> <value>]... [json]")
     section, table = _find_table(status, args[0], args[1])
     key, filters = _table_options(table, args[2:])
-    rows = table_rows(section, table, table_ms(now), key, filters)
+    return table_answer(section, table, now, key, filters, json_out)
+
+
+def table_answer(section: SectionStatus, table: TableStatus, now: float, key: bytes | None = None,
+                 filters: list = (), json_out: bool = False) -> Answer:
+    """``show table``'s answer a chunk at a time: ``render_table(table_rows(...))`` or its JSON, in parts.
+
+    Each chunk is one read under one stripe's lock of at most
+    ``CHUNK_LINES`` output lines' worth of keys (see "Issue 14: streamed
+    dumps" in docs/ARCHITECTURE.md). The rows are at the clock time ``now``
+    (s); a time sent into the generator is the time of the next chunk, so a
+    dump that lasts shows each chunk's remaining expiries as of its reading.
+    The JSON form is one array: ``[`` before the first row, ``,`` between
+    rows, ``]`` at the end.
+    """
+    if key is not None:
+        batches: Iterable[tuple[int, list[bytes]]] = [(-1, [key])]
+    else:
+        batches = table.batches(max(1, CHUNK_LINES // (1 + len(section.peers))))
+    opening = "["  # before the first JSON row; "," before the others
+    for stripe, keys in batches:
+        now_ms = table_ms(now)
+        raw = table.rows(now_ms, key) if key is not None else table.read(stripe, keys, now_ms)
+        text, opening = _chunk_text(_rows_of(section, table, raw, now_ms, filters), json_out, opening)
+        # Nothing of the chunk but its text stays alive across the yield: a dump
+        # would otherwise move its rows into the collector's oldest generation.
+        raw = None
+        sent = yield text
+        if sent is not None:
+            now = sent
     if json_out:
-        return _json([{k: v for k, v in row.items() if not k.startswith("_")} for row in rows])
-    return render_table(rows)
+        yield "[]\n" if opening == "[" else "]\n"
+
+
+def _chunk_text(rows: list[dict], json_out: bool, opening: str) -> tuple[str, str]:
+    """A chunk's rows as text, or as JSON array elements after ``opening``; and the next opening."""
+    if not json_out:
+        return render_table(rows), opening
+    parts = []
+    for row in rows:
+        parts.append(opening + json.dumps(_public(row), separators=(",", ":")))
+        opening = ","
+    return "".join(parts), opening
 
 
 def table_rows(section: SectionStatus, table: TableStatus, now_ms: int, key: bytes | None = None,
                filters: list = ()) -> list[dict]:
-    """Each key's aggregate and each peer's entry at the table time ``now_ms``."""
+    """Each key's aggregate and each peer's entry at the table time ``now_ms``, all at once."""
+    return _rows_of(section, table, table.rows(now_ms, key), now_ms, filters)
+
+
+def _rows_of(section: SectionStatus, table: TableStatus, raw: list, now_ms: int, filters: list) -> list[dict]:
+    """Rows (``table_rows``) of ``TableStatus.rows``' tuples that pass ``filters``."""
+    columns = _columns(table)
+    empty = _named_values(columns, table.empty())
+    key_type = table.definition.key_type
+    names = [peer.name for peer in section.peers]
     rows = []
-    for k, agg, agg_expire, contribs in table.rows(now_ms, key):
-        values = _named_values(table, agg if agg is not None else table.empty())
-        if any(not op(values.get(name, 0), ref) for name, op, ref in filters):
+    for k, agg, agg_expire, contribs in raw:
+        values = _named_values(columns, agg) if agg is not None else dict(empty)
+        if filters and any(not op(values.get(name, 0), ref) for name, op, ref in filters):
             continue
         peers = []
         for index in sorted(contribs):
             own, expire_at, _ = contribs[index]
             live = expire_at > now_ms
-            peers.append({"name": section.peers[index].name,
-                          "values": _named_values(table, own if live else table.empty()),
+            peers.append({"name": names[index], "values": _named_values(columns, own) if live else dict(empty),
                           "expire": expire_at - now_ms if live else None})
-        rows.append({"key": format_key(table.definition.key_type, k), "values": values,
+        rows.append({"key": format_key(key_type, k), "values": values,
                      "expire": agg_expire - now_ms if agg is not None else None, "peers": peers,
-                     "_fields": table.fields})
+                     "_columns": columns})
     return rows
+
+
+def _public(row: dict) -> dict:
+    """A row as the JSON form shows it (without the renderer's ``_`` entries)."""
+    return {k: v for k, v in row.items() if not k.startswith("_")}
 
 
 def render_table(rows: list[dict]) -> str:
     out = []
     for row in rows:
-        out.append(f"key={row['key']} {_values_text(row['_fields'], row['values'])} {_expiry_text(row['expire'])}")
+        columns = row["_columns"]
+        out.append(f"key={row['key']} {_values_text(columns, row['values'])} {_expiry_text(row['expire'])}")
         for peer in row["peers"]:
-            out.append(f"    {peer['name']}: {_values_text(row['_fields'], peer['values'])} {_expiry_text(peer['expire'])}")
+            out.append(f"    {peer['name']}: {_values_text(columns, peer['values'])} {_expiry_text(peer['expire'])}")
     return "\n".join(out) + ("\n" if out else "")
 
 
@@ -177,17 +246,32 @@ def _expiry_text(remaining: int | None) -> str:
     return f"exp={remaining}" if remaining is not None else "expired"
 
 
-def _named_values(table: TableStatus, wire: tuple) -> dict:
+#: How a displayed value is made from its wire value (``_columns``).
+_PLAIN, _RATE, _TEXT = range(3)
+
+
+def _columns(table: TableStatus) -> list[tuple[int, int | None, str, int, int, str]]:
+    """The displayed values of a table's entries, in order, worked out once per read:
+    ``(field index, element index or None, name, kind, period, text prefix)``."""
+    columns = []
+    for index, f in enumerate(table.fields):
+        kind = _RATE if f.info.std is StdType.FRQP else _TEXT if f.info.std is StdType.DICT else _PLAIN
+        for element, (name, _) in enumerate(_elements(f, (None,) * f.count if f.info.is_array else None)):
+            prefix = f"{name}=({f.period or 0})=" if kind == _RATE else f"{name}="
+            columns.append((index, element if f.info.is_array else None, name, kind, f.period or 0, prefix))
+    return columns
+
+
+def _named_values(columns: list, wire: tuple) -> dict:
     """Display name -> displayed value (rates as HAProxy reads them), arrays element by element."""
     values: dict = {}
-    for f, value in zip(table.fields, wire):
-        for name, element in _elements(f, value):
-            if f.info.std is StdType.FRQP:
-                values[name] = read_rate(element, f.period) if f.period else 0
-            elif f.info.std is StdType.DICT:
-                values[name] = element.decode("utf-8", "backslashreplace") if element else ""
-            else:
-                values[name] = element
+    for index, element, name, kind, period, _ in columns:
+        value = wire[index] if element is None else wire[index][element]
+        if kind == _RATE:
+            value = read_rate(value, period) if period else 0
+        elif kind == _TEXT:
+            value = value.decode("utf-8", "backslashreplace") if value else ""
+        values[name] = value
     return values
 
 
@@ -199,15 +283,8 @@ def _elements(f: Field, value) -> list[tuple[str, object]]:
     return [(f"{base}{i}{suffix}", v) for i, v in enumerate(value)]
 
 
-def _values_text(fields: tuple[Field, ...], values: dict) -> str:
-    parts = []
-    for f in fields:
-        for name, _ in _elements(f, (None,) * f.count if f.info.is_array else None):
-            if f.info.std is StdType.FRQP:
-                parts.append(f"{name}=({f.period or 0})={values[name]}")
-            else:
-                parts.append(f"{name}={values[name]}")
-    return " ".join(parts)
+def _values_text(columns: list, values: dict) -> str:
+    return " ".join([column[5] + str(values[column[2]]) for column in columns])
 
 
 def _table_options(table: TableStatus, args: list[str]) -> tuple[bytes | None, list]:
@@ -295,8 +372,21 @@ def info_data(status: Status, now: float) -> dict:
         "sections": len(status.sections), "tables": len(tables), "entries": sum(t.entries for t in tables),
         "sessions": sum(1 for s in status.sections for p in s.peers if p.established),
         "updates_received_total": status.updates_in, "updates_pushed_total": status.updates_out,
-        **status.rates,
+        **loop_info(status.loop), **status.rates,
     }
+
+
+def loop_info(loop: LoopStats) -> dict:
+    """The event loop's figures over the last minute: the longest turn, what ran longest in it,
+    and the turns up to each bucket's bound (cumulative, as Prometheus' ``le``)."""
+    data: dict = {"loop_longest_turn_ms_1m": round(loop.recent_longest * 1000, 1),
+                  "loop_slowest_callback_1m": loop.recent_slowest}
+    total = 0
+    names = [f"le_{bound * 1000:g}ms" for bound in loop.bounds] + ["le_inf"]
+    for name, count in zip(names, loop.recent_counts or (0,) * len(names)):
+        total += count
+        data[f"loop_turns_{name}_1m"] = total
+    return data
 
 
 def cmd_show_peers(args: list[str], status: Status, now: float, commands: Commands) -> str:
@@ -341,33 +431,46 @@ COMMANDS: dict[tuple[str, ...], Handler] = {
 
 
 def execute(source: StatusSource, line: str) -> str:
-    """Run one command line (commands separated by ``;``) and return the answer.
+    """Run one command line (commands separated by ``;``) and return the answer."""
+    return "".join(stream_line(source, line))
 
-    Each command gets a fresh snapshot and clock reading, so it sees what
-    the commands before it on the line changed.
+
+def stream_line(source: StatusSource, line: str) -> Answer:
+    """``execute``'s answer a chunk at a time (an ``Answer``), as ``CliConnection`` sends it.
+
+    Each command gets a fresh snapshot and clock reading when its turn
+    comes, so it sees what the commands before it on the line changed.
     """
-    answers = []
     for command in line.split(";"):
         try:
             words = shlex.split(command)
         except ValueError as exc:
-            answers.append(f"Invalid command: {exc}\n")
+            yield f"Invalid command: {exc}\n"
             continue
         if words:
-            answers.append(run_command(words, source.status(), source.clock.now(), source))
-    return "".join(answers)
+            yield from stream_command(words, source.status(), source.clock.now(), source)
 
 
 def run_command(words: list[str], status: Status, now: float, commands: Commands) -> str:
     """One command (its words), answered from ``status`` at clock time ``now`` (s)."""
+    return "".join(stream_command(words, status, now, commands))
+
+
+def stream_command(words: list[str], status: Status, now: float, commands: Commands) -> Answer:
+    """``run_command``'s answer a chunk at a time (one chunk unless the handler streams)."""
     for length in (2, 1):
         handler = COMMANDS.get(tuple(words[:length]))
         if handler is not None:
             try:
-                return handler(words[length:], status, now, commands)
+                answer = handler(words[length:], status, now, commands)
             except CliError as exc:
-                return f"{exc}\n"
-    return f"Unknown command: '{' '.join(words)[:80]}'\n" + HELP
+                answer = f"{exc}\n"
+            if isinstance(answer, str):
+                yield answer
+            else:
+                yield from answer
+            return
+    yield f"Unknown command: '{' '.join(words)[:80]}'\n" + HELP
 
 
 def _find_table(status: Status, section_name: str, table_name: str) -> tuple[SectionStatus, TableStatus]:
@@ -402,7 +505,20 @@ def _text(name: bytes) -> str:
 
 
 class CliConnection:
-    """Transport protocol of one stats socket connection."""
+    """Transport protocol of one stats socket connection.
+
+    Answers are streamed (see "Issue 14: streamed dumps" in
+    docs/ARCHITECTURE.md): a line's answer is an ``Answer`` (``stream_line``),
+    and each step writes one chunk of it, then asks the transport for a
+    ``writable()`` call once its write queue is at most ``STREAM_LOW_WATER``
+    (``request_writable``), which makes the next step. So a dump costs the
+    loop one chunk per turn, and the server about one chunk of memory
+    whatever the table's size; a client that reads slowly only slows its own
+    answer. Lines that arrive meanwhile wait and are answered in order after
+    it (reading stops while more than ``MAX_COMMAND_LINE`` bytes wait); a
+    client that half-closes still gets the whole answer, and one that goes
+    away ends it (``connection_lost`` closes the generator).
+    """
 
     PROMPT = b"\n> "
 
@@ -411,25 +527,59 @@ class CliConnection:
         self.transport = None
         self.interactive = False
         self._buffer = bytearray()
+        self._eof = False
+        self._stream: Answer | None = None  #: the answer being written
+        self._started = False  #: its first chunk was taken (later ones get a clock time)
+        self._close_after = False  #: close once it is written (one-shot mode)
+        self._waiting = False  #: a writable() call was asked for its next step
 
     def connection_made(self, transport) -> None:
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
-        while self.transport is not None and b"\n" in self._buffer:
-            line, _, rest = bytes(self._buffer).partition(b"\n")
-            self._buffer = bytearray(rest)
-            self._answer(line)
-        if self.transport is not None and len(self._buffer) > MAX_COMMAND_LINE:
-            self._reply("Command line too long\n", close=True)
+        self._serve()
 
-    def eof_received(self) -> None:
-        if self._buffer and self.transport is not None:
-            self._answer(bytes(self._buffer))
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._serve()
+        return True  # half closed: we close once the answers are written
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self._waiting = False
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    def writable(self) -> None:
+        if self._waiting:
+            self._waiting = False
+            self._step()
+            self._serve()
+
+    def _serve(self) -> None:
+        """Answer the lines received, in order, while no answer is being written."""
+        while self.transport is not None and self._stream is None:
+            end = self._buffer.find(b"\n")
+            if end >= 0:
+                line = bytes(self._buffer[:end])
+                del self._buffer[:end + 1]
+                self._answer(line)
+            elif len(self._buffer) > MAX_COMMAND_LINE:
+                self._reply("Command line too long\n", close=True)
+            elif self._eof and self._buffer:
+                line = bytes(self._buffer)
+                self._buffer.clear()
+                self._answer(line)
+            elif self._eof:
+                self.transport.close()
+                self.transport = None
+            else:
+                self.transport.resume_reading()  # (if paused while an answer was written)
+                return
+        if self.transport is not None and len(self._buffer) > MAX_COMMAND_LINE:
+            self.transport.pause_reading()  # until the answer being written is done
 
     def _answer(self, line: bytes) -> None:
         if len(line) > MAX_COMMAND_LINE:
@@ -445,7 +595,26 @@ class CliConnection:
             else:
                 self._reply("", close=True)
         else:
-            self._reply(execute(self.source, text) if text else "", close=not self.interactive)
+            self._stream = stream_line(self.source, text)
+            self._started = False
+            self._close_after = not self.interactive
+            self._step()
+
+    def _step(self) -> None:
+        """Write the next chunk of the answer, or its end (the prompt, or the close)."""
+        if self._stream is None or self.transport is None:
+            return
+        try:
+            chunk = self._stream.send(self.source.clock.now() if self._started else None)
+        except StopIteration:
+            self._stream = None
+            self._reply("", close=self._close_after)
+            return
+        self._started = True
+        if chunk:
+            self.transport.write(chunk.encode())
+        self._waiting = True
+        self.transport.request_writable(STREAM_LOW_WATER)
 
     def _reply(self, text: str, close: bool) -> None:
         if self.transport is None:

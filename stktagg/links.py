@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 #: Bytes of hello read, at most, to find which section a connection is for.
 HELLO_SNIFF_LIMIT = 1024
+#: A TLS handshake deadline that finds the peer's bytes unread (our loop was
+#: late) looks again after this long, once they are read.
+RECHECK_DELAY = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,12 +110,16 @@ class PeerConnection:
         self.started = False  #: connection_made came (TLS, if any, is up)
         self.stage: Stage = _NoSession()
         self.transport = StreamTransport(reactor, sock, self, layer=layer)
+        self._reactor = reactor
         if layer is not None:
             # connection_made only comes once TLS is up: bound the handshake here.
             reactor.call_later(HANDSHAKE_TIMEOUT, self._tls_deadline)
 
     def _tls_deadline(self) -> None:
         if not self.started and not self.transport.closed:
+            if self.transport.has_unread():  # the peer's bytes wait: the delay is ours (issue 14)
+                self._reactor.call_later(RECHECK_DELAY, self._tls_deadline)
+                return
             self.transport.abort()
 
     # -- transport protocol -----------------------------------------------------------
@@ -178,7 +185,7 @@ class Sniffing(_NoSession):
 
     def poll(self, now: float) -> None:
         # Still waiting for the hello that picks the section: same deadline as a handshake.
-        if now - self.accepted_at >= HANDSHAKE_TIMEOUT:
+        if now - self.accepted_at >= HANDSHAKE_TIMEOUT and not self.conn.transport.has_unread():
             log.info("connection from %s closed: no hello within %g s", self.conn.address, HANDSHAKE_TIMEOUT)
             self.conn.transport.abort()
 

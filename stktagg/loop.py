@@ -16,6 +16,10 @@ Contract
   exactly the callbacks queued so far. A callback queued while they run
   waits for the next turn, so a callback that reschedules itself cannot
   starve I/O.
+- The loop measures itself (``turn_stats``, a ``TurnStats``): each turn's
+  time from the end of ``select`` to the end of its last callback, and the
+  slowest callback of the turn; a turn over ``SLOW_TURN`` is a warning in
+  the log naming that callback.
 - Other threads wake the loop only through the self-pipe (a socketpair):
   ``call_soon_threadsafe`` appends under a lock and writes one byte.
 - Signals arrive through ``signal.set_wakeup_fd`` on that same pipe. The
@@ -40,6 +44,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+from bisect import bisect_left
 import selectors
 import signal
 import socket
@@ -51,7 +56,10 @@ from typing import Any
 
 from .errors import StktaggError
 
-__all__ = ["FdRegistration", "Handle", "MAX_SELECT_TIMEOUT", "Reactor", "ReactorError", "TimerHandle"]
+__all__ = [
+    "FdRegistration", "Handle", "MAX_SELECT_TIMEOUT", "Reactor", "ReactorError", "SLOW_TURN", "TURN_BUCKETS",
+    "TURN_WINDOW", "TimerHandle", "TurnStats",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +73,13 @@ MIN_CANCELLED_TO_PURGE = 64
 CANCELLED_FRACTION_TO_PURGE = 0.5
 #: Bytes read from the self-pipe per ``recv`` when draining it.
 _SELF_PIPE_READ = 4096
+#: Upper bounds (s) of the buckets of the turn-duration histogram; one more
+#: bucket, +Inf, holds the longer turns. Issue 14's budget is 50 ms a turn.
+TURN_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+#: A turn longer than this is logged as a warning naming its slowest callback.
+SLOW_TURN = 1.0
+#: The recent figures cover this many seconds, one slot per second.
+TURN_WINDOW = 60
 
 Callback = Callable[..., object]
 
@@ -172,6 +187,66 @@ class FdRegistration(Handle):
         return f"<FdRegistration {kind} {self.fileobj!r}{state} {self._describe()}>"
 
 
+def callback_name(callback: Callback | None) -> str:
+    """What a callback is, in a few words (``Server._session_tick``), for logs and figures."""
+    if callback is None:
+        return ""
+    return getattr(callback, "__qualname__", None) or type(callback).__qualname__
+
+
+class TurnStats:
+    """How long the loop's turns take: the time spent running callbacks, not waiting in select.
+
+    Totals since the start (a histogram over ``TURN_BUCKETS``, the count, the
+    sum, the longest), and the same per second over the last ``TURN_WINDOW``
+    seconds in a ring of slots, each with the slowest callback of its longest
+    turn. ``record`` is O(1) (a bisect and a few list updates; a slot is
+    reset when the ring comes back to it): it runs every turn.
+    """
+
+    def __init__(self) -> None:
+        width = len(TURN_BUCKETS) + 1
+        self.counts = [0] * width  #: turns per bucket since the start (not cumulative)
+        self.turns = 0
+        self.seconds = 0.0  #: the sum of all turn durations
+        self.longest = 0.0
+        self._second = [-1] * TURN_WINDOW  #: the clock second each slot holds
+        self._counts = [[0] * width for _ in range(TURN_WINDOW)]
+        self._longest = [0.0] * TURN_WINDOW
+        self._what = [""] * TURN_WINDOW
+
+    def record(self, ended: float, duration: float, slowest: Callback | None = None) -> None:
+        """One turn that ended at clock time ``ended`` and ran for ``duration`` seconds."""
+        bucket = bisect_left(TURN_BUCKETS, duration)
+        self.counts[bucket] += 1
+        self.turns += 1
+        self.seconds += duration
+        if duration > self.longest:
+            self.longest = duration
+        second = int(ended)
+        slot = second % TURN_WINDOW
+        if self._second[slot] != second:
+            self._second[slot] = second
+            self._counts[slot] = [0] * len(self.counts)
+            self._longest[slot] = -1.0
+        self._counts[slot][bucket] += 1
+        if duration > self._longest[slot]:
+            self._longest[slot] = duration
+            self._what[slot] = callback_name(slowest)
+
+    def recent(self, now: float) -> tuple[list[int], float, str]:
+        """Over the last ``TURN_WINDOW`` seconds: turns per bucket, the longest turn, its slowest callback."""
+        last = int(now)
+        counts = [0] * len(self.counts)
+        longest, what = 0.0, ""
+        for slot, second in enumerate(self._second):
+            if last - TURN_WINDOW < second <= last:
+                counts = [a + b for a, b in zip(counts, self._counts[slot])]
+                if self._longest[slot] > longest:
+                    longest, what = self._longest[slot], self._what[slot]
+        return counts, longest, what
+
+
 class Reactor:
     """A single-threaded event loop over ``selectors.DefaultSelector``.
 
@@ -203,6 +278,7 @@ class Reactor:
         self._signals_received: deque[int] = deque()
         self._previous_wakeup_fd: int | None = None
         self._rsock, self._wsock = self._make_self_pipe()
+        self.turn_stats = TurnStats()  #: how long the turns take (read by the status view)
 
     def _make_self_pipe(self) -> tuple[socket.socket, socket.socket]:
         rsock, wsock = socket.socketpair()
@@ -381,14 +457,29 @@ class Reactor:
         self._check_open()
         self._maybe_purge_timers()
         events = self._selector.select(self._select_timeout(timeout))
+        clock = self._clock
+        started = clock()
         self._queue_fd_callbacks(events)
         self._queue_threadsafe_callbacks()
         self._queue_signal_callbacks()
-        self._queue_due_timers()
+        self._queue_due_timers(started)
         # Run only what is queued now: callbacks added meanwhile wait for
         # the next turn (after a fresh select), so I/O is never starved.
-        for _ in range(len(self._ready)):
-            self._ready.popleft()._run()
+        # Each callback is timed (one clock read), to name the slowest.
+        ready = self._ready
+        then, slowest, slowest_for = started, None, -1.0
+        for _ in range(len(ready)):
+            handle = ready.popleft()
+            callback = handle._callback
+            handle._run()
+            ended = clock()
+            if ended - then > slowest_for:
+                slowest, slowest_for = callback, ended - then
+            then = ended
+        self.turn_stats.record(then, then - started, slowest)
+        if then - started > SLOW_TURN:
+            log.warning("event loop turn took %.3f s (budget 0.05 s); its slowest callback, %s, took %.3f s",
+                        then - started, callback_name(slowest) or "?", slowest_for)
 
     def _select_timeout(self, timeout: float | None) -> float | None:
         if self._ready or self._stopping:
@@ -451,8 +542,7 @@ class Reactor:
             if entry is not None:
                 self._ready.append(Handle(entry[0], entry[1]))
 
-    def _queue_due_timers(self) -> None:
-        now = self.time()
+    def _queue_due_timers(self, now: float) -> None:
         while self._timers and self._timers[0][0] <= now:
             handle = heapq.heappop(self._timers)[2]
             if handle.cancelled:

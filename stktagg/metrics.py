@@ -51,6 +51,16 @@ class _Writer:
             family = self._families[name] = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
         family.append(f"{name}{_labels(**labels)} {value}")
 
+    def histogram(self, name: str, help_text: str, bounds: tuple[float, ...], counts: tuple[int, ...],
+                  total: float) -> None:
+        """A histogram family: cumulative ``_bucket`` samples by ``le``, then ``_sum`` and ``_count``."""
+        family = self._families[name] = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+        cumulative = 0
+        for bound, count in zip([repr(float(b)) for b in bounds] + ["+Inf"], counts or (0,) * (len(bounds) + 1)):
+            cumulative += count
+            family.append(f"{name}_bucket{_labels(le=bound)} {cumulative}")
+        family += [f"{name}_sum {round(total, 6)}", f"{name}_count {cumulative}"]
+
     @property
     def lines(self) -> list[str]:
         return [line for family in self._families.values() for line in family]
@@ -66,6 +76,11 @@ def render(status: Status) -> str:
              status.updates_in)
     w.metric("hapee_stktagg_updates_pushed_total", "counter", "Aggregate updates sent to peers.",
              status.updates_out)
+    loop = status.loop
+    w.histogram("hapee_stktagg_loop_turn_seconds", "Event loop turns by the time their callbacks ran.",
+                loop.bounds, loop.counts, loop.seconds)
+    w.metric("hapee_stktagg_loop_longest_turn_seconds", "gauge", "The longest event loop turn of the last minute.",
+             round(loop.recent_longest, 6))
     for section in status.sections:
         for peer in section.peers:
             up = int(peer.established)

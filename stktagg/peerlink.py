@@ -1,8 +1,8 @@
 """An established peer link: a session whose peer and section are known, and its traffic.
 
 Imports ``aggregation``, ``clock``, ``config``, ``counters``,
-``backpressure``, ``schema``, ``session``, ``table``, ``transport`` and
-``workers``. Runs in the I/O thread.
+``backpressure``, ``schema``, ``session``, ``slices``, ``table``,
+``transport`` and ``workers``. Runs in the I/O thread.
 
 - ``SessionStage`` is what any connection that has a ``PeerSession`` does,
   in the handshake or established: write what the session queued (at the end
@@ -12,11 +12,14 @@ Imports ``aggregation``, ``clock``, ``config``, ``counters``,
   the session's ``Established`` event). It acts on the session's events:
   routes each table the peer defines (``Section.route``), hands each read's
   updates to the workers as one batch per table, answers the peer's resync
-  request at once, asks for a resync itself at every new session. It sends
-  pushes: when its socket buffer is above its high-water mark the changed
-  keys are parked in a per-table set instead, drained when the buffer goes
-  down, so what waits for a slow peer is a set of keys, never a queue of
-  messages.
+  request (a ``Teach``, sent a part per loop turn), asks for a resync itself
+  at every new session. It sends pushes: when its socket buffer is above its
+  high-water mark the changed keys are parked in a per-table set instead, so
+  what waits for a slow peer is a set of keys, never a queue of messages.
+  The parked keys and the teach are sent by one slice job per link
+  (``_Sending``, run by ``slices.Slicer``) while the socket takes them: a
+  part per step, paused above the high-water mark until ``writable()``,
+  dropped when the session ends (issue 14).
 
 Every method that acts takes ``now``, the clock's seconds (``clock``); the
 tables' milliseconds are derived from it with ``clock.table_ms``.
@@ -27,7 +30,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from .aggregation import Route, RouteKind, Section
+from .aggregation import Route, RouteKind, Section, Teach
 from .backpressure import Backpressure
 from .clock import Clock, table_ms
 from .config import Peer
@@ -45,6 +48,7 @@ from .session import (
     TeachFinished,
     UpdatesReceived,
 )
+from .slices import Slicer
 from .table import AggTable
 from .transport import EventLoop, StreamTransport
 from .wire import TableDefinition, UpdateBatch
@@ -83,6 +87,7 @@ class LinkContext:
     backpressure: Backpressure
     outbox: Outbox
     peer_address_check: bool  #: accept a declared peer only from its declared address
+    slices: Slicer  #: runs teaches and parked pushes a part per loop turn (issue 14)
 
 
 class SessionStage:
@@ -105,10 +110,17 @@ class SessionStage:
         raise NotImplementedError
 
     def poll(self, now: float) -> None:
-        """The session tick: the session's timers, and backpressure's news."""
+        """The session tick: the session's timers, and backpressure's news.
+
+        Our own delays never count against the peer: while we do not read
+        (backpressure) it is not silent, and when a timeout is due while its
+        bytes wait unread in the socket (a long loop turn of ours), the
+        verdict waits for the read.
+        """
         if self.ctx.backpressure.paused:
             self.session.not_reading(now)
-        events = self.session.poll(now)
+        pending = self.session.timed_out(now) and self.transport.has_unread()
+        events = self.session.poll(now, data_pending=pending)
         if events or self.session.has_data_to_send():
             self.handle(events, now)
 
@@ -155,6 +167,8 @@ class PeerLink(SessionStage):
         self.routes: dict[int, Route] = {}
         self.backlog: dict[bytes, set[bytes]] = {}  #: table name -> keys waiting for a slow peer
         self.synced = False  #: the peer taught us after our resync request
+        self.teach: Teach | None = None  #: our resync answer, while it is under way
+        self._sending: _Sending | None = None  #: the slice job sending the backlog and the teach
 
     def start(self, now: float) -> None:
         """The session was just established (and the link registered)."""
@@ -181,8 +195,7 @@ class PeerLink(SessionStage):
             elif isinstance(event, TableDefined):
                 self._define(event.definition)
             elif isinstance(event, ResyncRequested):
-                sent = self.section.teach(self.session, self.peer, now)
-                log.info("%s: taught peer %s %d entries", self.section.name, self.peer.name, sent)
+                self._start_teach()
             elif isinstance(event, TeachFinished):
                 self.synced = True
                 log.info("%s: resync from peer %s finished%s", self.section.name, self.peer.name,
@@ -223,13 +236,14 @@ class PeerLink(SessionStage):
             log.info("%s: peer %s: table %r ignored: %s", self.section.name, self.peer.name,
                      definition.name.decode("utf-8", "backslashreplace"), route.reason)
 
-    # -- pushes -----------------------------------------------------------------------
+    # -- pushes, teaches ----------------------------------------------------------------
 
     def push(self, table: AggTable, changed: list, now: float, batch: UpdateBatch | None = None) -> None:
         """Send changed aggregates ``(key, values, expire_at)`` (pre-encoded ``batch`` when given),
         or park their keys while the socket buffer is above its high-water mark."""
         if self.transport.above_high_water():
             self.backlog.setdefault(table.name, set()).update(k for k, _, _ in changed)
+            self._want_sending()
             return
         if batch is not None:
             sent = self.section.push_batch(self.session, table, batch, now)
@@ -239,22 +253,94 @@ class PeerLink(SessionStage):
         self.flush()
 
     def writable(self) -> None:
-        self.drain_backlog()
+        """The socket buffer went down below its low-water mark: the parked keys and the teach go on."""
+        self.ctx.slices.wake()
 
-    def drain_backlog(self) -> None:
-        """Push the parked keys' current aggregates."""
-        if not self.backlog or not self.is_established():
+    def lost(self, exc: Exception | None) -> None:
+        super().lost(exc)
+        self._stop_sending()
+
+    def _start_teach(self) -> None:
+        """Answer the peer's resync request, a part per loop turn (``send_some``).
+
+        A new request while a teach is under way starts it again from the
+        beginning; the peer gets one ``00 01``, at the end.
+        """
+        self.teach = self.section.teach(self.session, self.peer)
+        log.debug("%s: teaching peer %s", self.section.name, self.peer.name)
+        self._want_sending()
+
+    def _want_sending(self) -> None:
+        if self._sending is None:
+            self._sending = _Sending(self)
+            self.ctx.slices.add(self._sending)
+
+    def _stop_sending(self) -> None:
+        self.teach = None
+        self.backlog = {}
+        if self._sending is not None:
+            self._sending.cancelled = True
+            self.ctx.slices.discard(self._sending)
+            self._sending = None
+
+    def send_some(self, now: float, keys: int) -> bool:
+        """One slice of what waits to be sent: about ``keys`` parked keys, else of the teach.
+
+        Returns:
+            True once nothing waits (the slice job ends; a new one starts when
+            something is parked or taught again).
+        """
+        if not self.is_established():
+            self._stop_sending()
+            return True
+        if self.backlog:
+            self._drain_backlog(now, keys)
+        elif self.teach is not None and self.teach.step(now, keys):
+            log.info("%s: taught peer %s %d entries", self.section.name, self.peer.name, self.teach.sent)
+            self.teach = None
+        self.flush()
+        if self.backlog or self.teach is not None:
+            return False
+        self._sending = None
+        return True
+
+    def _drain_backlog(self, now: float, keys: int) -> None:
+        """Push the current aggregates of up to ``keys`` parked keys of one table.
+
+        A parked key no longer in the table was cleared (``clear table``) or
+        evicted since: the peer is sent zeros expiring at once, as a clear
+        sends, so that it does not keep an aggregate we no longer have.
+        """
+        name, parked = next(iter(self.backlog.items()))
+        taken = [parked.pop() for _ in range(min(keys, len(parked)))]
+        if not parked:
+            del self.backlog[name]
+        table = self.section.tables.get(name)
+        if table is None:
             return
-        backlog, self.backlog = self.backlog, {}
-        now = self.ctx.clock.now()
         ms = table_ms(now)
-        for name, keys in backlog.items():
-            table = self.section.tables.get(name)
-            if table is None:
-                continue
-            changed = []
-            for key in keys:
-                found = table.lookup(key, ms)
-                if found is not None and found[0] is not None:
-                    changed.append((key, found[0], found[1]))
-            self.push(table, changed, now)
+        changed = []
+        empty = None
+        for key in taken:
+            found = table.lookup(key, ms)
+            if found is None:
+                empty = table.empty() if empty is None else empty
+                changed.append((key, empty, ms + 1))
+            elif found[0] is not None:
+                changed.append((key, found[0], found[1]))
+        if changed:
+            self.push(table, changed, now, self.section.encode_changes(table, changed, now))
+
+
+class _Sending:
+    """A link's ``slices.SliceJob``: its parked keys and its teach, sent while its socket takes them."""
+
+    def __init__(self, link: PeerLink) -> None:
+        self.link = link
+        self.cancelled = False
+
+    def ready(self) -> bool:
+        return not self.link.transport.above_high_water()
+
+    def step(self, now: float, keys: int) -> bool:
+        return self.link.send_some(now, keys)

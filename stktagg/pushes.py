@@ -8,11 +8,13 @@ after a quiet spell, else ``PUSH_INTERVAL`` after the previous one, so that
 under load each round carries more keys (fewer, larger writes; a key changed
 several times goes out once). A round takes each stripe's dirty keys, has
 their aggregates encoded once per table, and hands them to every established
-link of the section that is sent the table. It stops after ``PUSH_BUDGET``
-keys (never cutting a stripe) and goes on at the next loop turn, after
-reads, timers and heartbeats, starting with the next table: a huge backlog
-never blocks the loop for long. After a round, ``after_round`` runs (the
-backpressure's release).
+link of the section that is sent the table. It takes ``PUSH_CHUNK`` keys of
+a stripe at a time, stops after ``PUSH_BUDGET`` keys or ``PUSH_TIME_BUDGET``
+seconds and goes on at the next loop turn, after reads, timers and
+heartbeats, starting with the next table: a huge backlog (a whole table
+after a restart, a million expiries at once) never blocks the loop for
+long. After a round, ``after_round`` runs (the backpressure's release).
+``TableClear`` sends a cleared table's zeros through the same path.
 """
 
 from __future__ import annotations
@@ -25,11 +27,16 @@ from .loop import Reactor
 from .registry import LinkRegistry
 from .table import AggTable
 
-__all__ = ["PUSH_BUDGET", "PUSH_INTERVAL", "PushScheduler"]
+__all__ = ["PUSH_BUDGET", "PUSH_CHUNK", "PUSH_INTERVAL", "PUSH_TIME_BUDGET", "PushScheduler", "TableClear"]
 
-#: Keys pushed per loop turn at most (a stripe is never cut): the rest goes on
-#: at the next turn, after reads, timers and heartbeats.
+#: Keys pushed per loop turn at most: the rest goes on at the next turn, after
+#: reads, timers and heartbeats...
 PUSH_BUDGET = 20_000
+#: ...and clock seconds per loop turn at most (issue 14: 20,000 keys took about
+#: 100 ms on a shared two-core machine; the round stops after this instead).
+PUSH_TIME_BUDGET = 0.020
+#: Keys taken from a stripe at once: the unit of a round, checked against the budgets.
+PUSH_CHUNK = 250
 #: Push rounds are at least this far apart (s); the first after a quiet spell goes at once.
 PUSH_INTERVAL = 0.005
 
@@ -70,17 +77,21 @@ class PushScheduler:
                 self._reactor.call_soon(self.round)
 
     def round(self) -> None:
-        """Push changed aggregates, at most PUSH_BUDGET keys in this loop turn."""
+        """Push changed aggregates, at most PUSH_BUDGET keys or PUSH_TIME_BUDGET in this loop turn."""
         self._pending = False
         now = self._last = self._clock.now()
         ms = table_ms(now)
         budget = PUSH_BUDGET
         for section, table in self._tables_in_turn():
             for stripe in range(len(table.stripes)):
-                changed = table.take_dirty(stripe, ms)
-                if changed:
+                while budget > 0:
+                    changed = table.take_dirty(stripe, ms, PUSH_CHUNK)
+                    if not changed:
+                        break
                     self.push(section, table, changed, now)
                     budget -= len(changed)
+                    if self._clock.now() - now >= PUSH_TIME_BUDGET:
+                        budget = 0
                 if budget <= 0:
                     self._schedule()
                     self._after_round()
@@ -104,3 +115,40 @@ class PushScheduler:
             self._cursor = (self._cursor + 1) % len(pairs)
             pairs = pairs[self._cursor:] + pairs[: self._cursor]
         return pairs
+
+
+class TableClear:
+    """The pushes of a ``clear table`` of a whole table (a ``slices.SliceJob``).
+
+    The entries are already gone (``AggTable.clear_all`` handed over each
+    stripe's old entries). Each step takes a part of one stripe's old keys
+    and pushes them as zeros expiring at once, through the push rounds' path
+    (``PushScheduler.push``: encoded once for every receiver; a slow peer
+    parks them), except those created again since: their new aggregate is
+    pushed as any change is, and must not be overwritten by zeros.
+    """
+
+    def __init__(self, pushes: PushScheduler, section: Section, table: AggTable, detached: list[dict]) -> None:
+        self.pushes = pushes
+        self.section = section
+        self.table = table
+        self.cancelled = False
+        self._detached = detached  #: per stripe, its entries when the table was cleared
+        self._stripe = 0
+
+    def ready(self) -> bool:
+        return True
+
+    def step(self, now: float, keys: int) -> bool:
+        while self._stripe < len(self._detached) and not self._detached[self._stripe]:
+            self._detached[self._stripe] = {}  # free the emptied dict
+            self._stripe += 1
+        if self._stripe >= len(self._detached):
+            return True
+        old = self._detached[self._stripe]
+        part = [old.popitem()[0] for _ in range(min(keys, len(old)))]
+        cleared = self.table.missing(self._stripe, part)
+        if cleared:
+            empty, expire_at = self.table.empty(), table_ms(now) + 1
+            self.pushes.push(self.section, self.table, [(k, empty, expire_at) for k in cleared], now)
+        return False

@@ -28,11 +28,12 @@ from .clock import Clock, table_ms
 from .config import Config, Peer
 from .counters import Counters
 from .endpoints import Dialer, Listeners
-from .loop import Reactor
+from .loop import TURN_BUCKETS, Reactor
 from .peerlink import LinkContext, Outbox
-from .pushes import PushScheduler
+from .pushes import PushScheduler, TableClear
 from .registry import LinkRegistry
-from .status import ClearTable, PeerStatus, SectionStatus, SentTable, Status, TableStatus
+from .slices import Slicer
+from .status import ClearTable, LoopStats, PeerStatus, SectionStatus, SentTable, Status, TableStatus
 from .tls import section_contexts
 from .workers import Workers
 
@@ -75,8 +76,10 @@ class Server:
         self.workers = Workers(workers, self._updates_applied)
         self.backpressure = Backpressure(self.workers.pending, self.registry.transports)
         self.pushes = PushScheduler(reactor, clock, self.sections, self.registry, self.backpressure.release)
+        #: what grows with a table (teaches, parked pushes, clears) runs here, a part per loop turn
+        self.slices = Slicer(reactor, clock)
         ctx = LinkContext(clock, self.counters, self.workers, self.backpressure, Outbox(reactor),
-                          config.global_.peer_address_check)
+                          config.global_.peer_address_check, self.slices)
         self.listeners = Listeners(reactor, ctx, self.registry, tls)
         source = config.global_.source
         self.dialer = Dialer(reactor, ctx, self.registry, tls, (source.host, source.port) if source else None)
@@ -135,7 +138,14 @@ class Server:
         """A snapshot of every section, peer and table, and of the counters, now."""
         counters = self.counters
         return Status(tuple(self._section_status(s) for s in self.sections), os.getpid(), self.started_at,
-                      self.started_wall, counters.updates_in, counters.updates_out, counters.rates())
+                      self.started_wall, counters.updates_in, counters.updates_out, counters.rates(),
+                      self._loop_stats())
+
+    def _loop_stats(self) -> LoopStats:
+        turns = self.reactor.turn_stats
+        recent, longest, slowest = turns.recent(self.clock.now())
+        return LoopStats(TURN_BUCKETS, tuple(turns.counts), turns.turns, turns.seconds, turns.longest,
+                         tuple(recent), longest, slowest)
 
     def _section_status(self, section: Section) -> SectionStatus:
         peers = tuple(self._peer_status(section, index, peer) for index, peer in enumerate(section.remote_peers))
@@ -159,14 +169,25 @@ class Server:
                           MappingProxyType(sent))
 
     def clear_table(self, command: ClearTable) -> int:
-        """Forget entries, and push each cleared key to its receivers as zeros expiring at once."""
+        """Forget entries, and push each cleared key to its receivers as zeros expiring at once.
+
+        A whole table is forgotten at once (``AggTable.clear_all``: the
+        answer's count is exact, and a ``show table`` right after finds it
+        empty); its keys' zeros go out a part per loop turn
+        (``pushes.TableClear``, run by the slicer).
+        """
         section = next((s for s in self.sections if s.name == command.section), None)
         table = section.tables.get(command.table) if section is not None else None
         if section is None or table is None:
             return 0
+        if command.key is None:
+            detached = table.clear_all()
+            count = sum(len(entries) for entries in detached)
+            if count:
+                self.slices.add(TableClear(self.pushes, section, table, detached))
+            return count
         cleared = table.clear(command.key)
         if cleared:
             now = self.clock.now()
-            expire_at = table_ms(now) + 1
-            self.pushes.push(section, table, [(k, table.empty(), expire_at) for k in cleared], now)
+            self.pushes.push(section, table, [(k, table.empty(), table_ms(now) + 1) for k in cleared], now)
         return len(cleared)

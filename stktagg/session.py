@@ -25,10 +25,12 @@ Rules:
    application can forget it: acks (one per table per received batch, with
    the newest id, as HAProxy does), the resync confirm (``00 03``) after every
    teach received, heartbeats after 3 s without sending, closing after 5 s
-   without receiving, and the handshake timeout.
+   without receiving, and the handshake timeout. Our own delays never count
+   against the peer: the owner tells ``poll`` when the peer's bytes wait
+   unread (``data_pending``), and while we do not read (``not_reading``).
 4. What needs the application's knowledge is an event: a resync request
-   (``ResyncRequested``: the application teaches with ``send_update`` and
-   ends with ``finish_teach``, at once), updates to apply, tables defined.
+   (``ResyncRequested``: the application teaches with ``send_update`` /
+   ``send_batch``, in parts between loop turns, and ends with ``finish_teach``), updates to apply, tables defined.
 
 Table ids are per direction (peers-protocol.md §4.1): the peer's ids are in
 the decoder's context; ours are handed out by ``define_table`` (1, 2, ...).
@@ -334,15 +336,35 @@ class PeerSession:
             return self._deadline_handshake
         return min(self._last_sent + self.heartbeat_interval, self._last_received + self.silence_timeout)
 
-    def poll(self, now: float) -> list[Event]:
-        """Run the timers: handshake timeout, heartbeat, peer silence."""
+    def timed_out(self, now: float) -> bool:
+        """Whether ``poll(now)`` would close the session: handshake timeout or peer silence.
+
+        Lets the owner look for facts it alone knows (unread bytes in the
+        socket) only when a verdict is due.
+        """
+        if self.state is State.CLOSED:
+            return False
+        if self.state is not State.ESTABLISHED:
+            return now >= self._deadline_handshake
+        return now >= self._last_received + self.silence_timeout
+
+    def poll(self, now: float, data_pending: bool = False) -> list[Event]:
+        """Run the timers: handshake timeout, heartbeat, peer silence.
+
+        Args:
+            now: the current time.
+            data_pending: the owner's word that the peer's socket holds bytes
+                (or its end of stream) not read yet. The peer has spoken and
+                the delay is ours (a long loop turn): neither timeout fires
+                now; both are checked again at the next poll, after the read.
+        """
         if self.state is State.CLOSED:
             return []
         if self.state is not State.ESTABLISHED:
-            if now >= self._deadline_handshake:
+            if now >= self._deadline_handshake and not data_pending:
                 return [self._close(Input.TIMEOUT, "handshake timeout")]
             return []
-        if now >= self._last_received + self.silence_timeout:
+        if now >= self._last_received + self.silence_timeout and not data_pending:
             return [self._close(Input.TIMEOUT, f"peer silent for {self.silence_timeout:g} s")]
         if now >= self._last_sent + self.heartbeat_interval:
             self._send(Control(ControlType.HEARTBEAT), now)

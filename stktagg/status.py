@@ -20,7 +20,7 @@ Times in a ``Status``: ``started_at`` is in clock seconds (``clock.Clock.now``),
 from __future__ import annotations
 
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -32,7 +32,7 @@ from .table import AggTable, TableMode
 from .wire import TableDefinition
 
 __all__ = [
-    "ClearTable", "Commands", "PeerStatus", "SectionStatus", "SentTable", "Status", "StatusSource",
+    "ClearTable", "Commands", "LoopStats", "PeerStatus", "SectionStatus", "SentTable", "Status", "StatusSource",
     "TableStatus", "Traffic",
 ]
 
@@ -114,13 +114,31 @@ class TableStatus:
         """``(key, aggregate or None, its expiry, {peer index: (values, expire_at, received_at)})``.
 
         Every key, or only ``key``; values at the table time ``now_ms``. Each
-        stripe is read under its lock; not atomic across stripes.
+        stripe is read under its lock; not atomic across stripes. For a large
+        table, read it a part at a time instead (``batches`` and ``read``).
         """
         table = self.table
         if key is not None:
             found = table.lookup(key, now_ms)
             return [] if found is None else [(key, *found)]
-        return [row for stripe in range(len(table.stripes)) for row in table.snapshot(stripe, now_ms)]
+        return [row for stripe, keys in self.batches(len(table)) for row in self.read(stripe, keys, now_ms)]
+
+    def batches(self, size: int) -> Iterator[tuple[int, list[bytes]]]:
+        """The table's keys as ``(stripe, at most size keys of it)``, stripe after stripe.
+
+        Lazy: a stripe's keys are copied (under its lock) when the iteration
+        reaches it, so the only copy held is one stripe's key list. A key
+        added to a stripe after that is not seen.
+        """
+        size = max(1, size)
+        for stripe in range(len(self.table.stripes)):
+            keys = self.table.stripe_keys(stripe)
+            for start in range(0, len(keys), size):
+                yield stripe, keys[start:start + size]
+
+    def read(self, stripe: int, keys: list[bytes], now_ms: int) -> list[tuple[bytes, tuple | None, int, dict]]:
+        """``rows`` of those of ``keys`` (a batch of ``stripe``) still in the table: one read under its lock."""
+        return self.table.read_keys(stripe, keys, now_ms)
 
     def empty(self) -> tuple:
         """Wire values of an entry nobody contributed to."""
@@ -140,6 +158,25 @@ class SectionStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class LoopStats:
+    """How long the event loop's turns take (running callbacks, not waiting in select).
+
+    ``counts`` and ``recent_counts`` are turns per bucket, not cumulative:
+    bucket ``i`` holds the turns up to ``bounds[i]`` seconds (and over the
+    bound before it); the last one, past every bound, is +Inf.
+    """
+
+    bounds: tuple[float, ...] = ()  #: the buckets' upper bounds (s)
+    counts: tuple[int, ...] = ()  #: turns per bucket since the start
+    turns: int = 0  #: turns since the start
+    seconds: float = 0.0  #: their total duration
+    longest: float = 0.0  #: the longest turn since the start (s)
+    recent_counts: tuple[int, ...] = ()  #: turns per bucket over the last minute
+    recent_longest: float = 0.0  #: the longest turn of the last minute (s)
+    recent_slowest: str = ""  #: the slowest callback of that turn
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     """The whole process at one moment (see the module docstring)."""
 
@@ -151,6 +188,7 @@ class Status:
     updates_out: int  #: aggregate updates sent to peers
     #: updates received and pushed per second, over the last second and minute (None: not yet known)
     rates: Mapping[str, int | None] = field(default_factory=lambda: MappingProxyType({}))
+    loop: LoopStats = field(default_factory=lambda: LoopStats())  #: the event loop's own figures
 
     def section(self, name: str) -> SectionStatus | None:
         return next((s for s in self.sections if s.name == name), None)

@@ -29,8 +29,10 @@ always passed in as ``now``: nothing here reads a clock.
 from __future__ import annotations
 
 import enum
+import heapq
 import threading
 from array import array
+from collections import deque
 from dataclasses import dataclass, field
 
 from .codegen import compile_function
@@ -60,6 +62,15 @@ PEER_SHIFT = 48
 EXPIRE_MASK = (1 << PEER_SHIFT) - 1
 #: Timer granularity (ms): keys due in the same slice are recomputed together.
 TIMER_SLICE = 100
+#: Timer items one ``refresh`` call of a stripe looks at, at most (issue 14):
+#: under a millisecond under the lock; 16 stripes take 16,000 per tick.
+REFRESH_BUDGET = 1_000
+#: The expiry index (see ``_evict_locked``) files each key in a bucket of
+#: 1/EXPIRY_BUCKETS of the table's expire (at least TIMER_SLICE ms).
+EXPIRY_BUCKETS = 32
+#: Index items an insertion into a full stripe may re-file before it gives up
+#: (the new key is then dropped): bounds the work under the lock.
+EVICT_BUDGET = 16
 _NO_SERVER = object()
 
 
@@ -180,9 +191,16 @@ class Stripe:
     entries: dict[bytes, array] = field(default_factory=dict)
     dirty: set[bytes] = field(default_factory=set)  #: keys to push (changed, or due)
     timers: dict[int, list[bytes]] = field(default_factory=dict)  #: time slice -> keys due then
+    timer_order: list[int] = field(default_factory=list)  #: heap of the slices in ``timers``
     server_keys: dict = field(default_factory=dict)  #: (key, peer, element) -> server name bytes
     changes: int = 0
     dropped: int = 0
+    #: The expiry index, for eviction when full: bucket number -> keys in
+    #: filing order; ``expiry_order`` is a heap of the bucket numbers;
+    #: ``indexed`` counts the keys in all buckets (stale ones included).
+    expiry_index: dict[int, deque] = field(default_factory=dict)
+    expiry_order: list[int] = field(default_factory=list)
+    indexed: int = 0
 
 
 class AggTable:
@@ -198,6 +216,7 @@ class AggTable:
         self.expire_ms = definition.expire or 0
         self.stripes = [Stripe() for _ in range(stripes)]
         self._per_stripe_max = max(1, max_entries // stripes)
+        self._bucket_ms = max(TIMER_SLICE, self.expire_ms // EXPIRY_BUCKETS)
         self._converters: dict[tuple[Field, ...], object] = {}
         self._blank = array("Q", bytes(8 * self.layout.record))
 
@@ -224,21 +243,27 @@ class AggTable:
             entries = stripe.entries
             dirty = stripe.dirty
             for key, values, expire in items:
+                if expire is None or not table_expire:
+                    lifetime = table_expire if expire is None else expire
+                else:
+                    lifetime = expire if expire < table_expire else table_expire
                 arr = entries.get(key)
                 if arr is None:
                     if len(entries) >= self._per_stripe_max and not self._evict_locked(stripe, now):
                         stripe.dropped += 1
                         continue
                     arr = entries[key] = array("Q", (0,))
+                    bucket = stripe.expiry_index.get((now + lifetime) // self._bucket_ms)
+                    if bucket is not None and stripe.indexed < 2 * len(entries) + 1024:
+                        bucket.append(key)  # _file_locked's common case, inlined
+                        stripe.indexed += 1
+                    else:
+                        self._file_locked(stripe, key, now + lifetime)
                 at = _find(arr, peer, size)
                 if at < 0:
                     # A new array of the exact size: extend() would over-allocate.
                     at = len(arr)
                     arr = entries[key] = arr + self._blank
-                if expire is None or not table_expire:
-                    lifetime = table_expire if expire is None else expire
-                else:
-                    lifetime = expire if expire < table_expire else table_expire
                 arr[at] = peer << PEER_SHIFT | (now + lifetime)
                 if keep_received:
                     arr[at + 1] = now
@@ -268,48 +293,140 @@ class AggTable:
             self._converters[in_fields] = convert
         return convert
 
-    def _evict_locked(self, stripe: Stripe, now: int) -> bool:
-        size = self.layout.record
-        oldest_key, oldest = None, None
-        for key, arr in stripe.entries.items():
-            last = max((arr[at] & EXPIRE_MASK for at in range(1, len(arr), size)), default=0)
-            if last <= now and (oldest is None or last < oldest):
-                oldest_key, oldest = key, last
-        if oldest_key is None:
-            return False
-        del stripe.entries[oldest_key]
-        stripe.dirty.discard(oldest_key)
-        return True
+    # -- the expiry index: eviction when full (issue 14) -------------------------------
+    #
+    # A full stripe must not be scanned for each new key (125k keys: 0.24 s
+    # per key under the lock). Each key is filed once, when it is created, in
+    # the bucket of the time its entry expires (``expire_at // _bucket_ms``,
+    # buckets of 1/32 of the table's expire); updates do not move it, so the
+    # hot path pays nothing. An insertion into a full stripe looks at the
+    # front of the earliest bucket: a key gone (cleared) leaves the index, a
+    # key updated since is re-filed under its new expiry, and a key whose
+    # every entry has expired is evicted. Keys are filed in time order, so
+    # that front is the oldest expiry (to within one bucket for re-filed keys
+    # and timed updates of varying life): when it is live, nothing has
+    # expired and the new key is dropped, in O(1). The index is kept by the
+    # insertion path alone; ``clear`` leaves stale items, which are skipped
+    # here and removed by ``_rebuild_index_locked``.
 
-    def refresh(self, stripe_index: int, now: int) -> None:
+    def _file_locked(self, stripe: Stripe, key: bytes, expire_at: int) -> None:
+        number = expire_at // self._bucket_ms
+        bucket = stripe.expiry_index.get(number)
+        if bucket is None:
+            bucket = stripe.expiry_index[number] = deque()
+            heapq.heappush(stripe.expiry_order, number)
+        bucket.append(key)
+        stripe.indexed += 1
+        if stripe.indexed > 2 * len(stripe.entries) + 1024:
+            self._rebuild_index_locked(stripe)
+
+    def _evict_locked(self, stripe: Stripe, now: int) -> bool:
+        """Evict the entry that expired first to make room; False when none has expired."""
+        size, bucket_ms = self.layout.record, self._bucket_ms
+        for _ in range(EVICT_BUDGET):
+            order = stripe.expiry_order
+            if not order or order[0] * bucket_ms > now:
+                return False  # the earliest bucket starts after now
+            number = order[0]
+            bucket = stripe.expiry_index[number]
+            key = bucket[0]
+            arr = stripe.entries.get(key)
+            expire_at = 0
+            if arr is not None:
+                expire_at = max(arr[at] & EXPIRE_MASK for at in range(1, len(arr), size))
+                if expire_at > now and expire_at // bucket_ms == number:
+                    return False  # the oldest filed entry is live, so is every other
+            bucket.popleft()
+            stripe.indexed -= 1
+            if not bucket:
+                del stripe.expiry_index[number]
+                heapq.heappop(order)
+            if arr is None:
+                continue
+            if expire_at <= now:
+                self._forget_locked(stripe, key, arr)
+                return True
+            self._file_locked(stripe, key, expire_at)  # updated since it was filed
+        return False
+
+    def _forget_locked(self, stripe: Stripe, key: bytes, arr: array) -> None:
+        del stripe.entries[key]
+        stripe.dirty.discard(key)
+        if stripe.server_keys and self.layout.has_server_key:
+            for at in range(1, len(arr), self.layout.record):
+                peer = arr[at] >> PEER_SHIFT
+                for _, count, _, std, *_ in self.layout.columns:
+                    if std is StdType.DICT:
+                        for element in range(count):
+                            stripe.server_keys.pop((key, peer, element), None)
+
+    def _rebuild_index_locked(self, stripe: Stripe) -> None:
+        """Drop the items of keys gone or filed twice (left by ``clear``): O(n), amortised."""
+        entries, seen = stripe.entries, set()
+        index: dict[int, deque] = {}
+        for number in sorted(stripe.expiry_index):
+            kept = deque()
+            for key in stripe.expiry_index[number]:
+                if key in entries and key not in seen:
+                    seen.add(key)
+                    kept.append(key)
+            if kept:
+                index[number] = kept
+        stripe.expiry_index = index
+        stripe.expiry_order = sorted(index)  # a sorted list is a heap
+        stripe.indexed = len(seen)
+
+    def refresh(self, stripe_index: int, now: int, budget: int = REFRESH_BUDGET) -> bool:
         """Mark dirty the keys whose aggregate changes on its own by ``now``.
 
         That is a peer's entry expiring, or a rate reaching the end of its
-        aligned period, after which it must be pushed again (datatypes).
+        aligned period, after which it must be pushed again (datatypes). One
+        call looks at ``budget`` timer items at most, earliest first, so that
+        a million keys due at once cost many short calls (one per refresh
+        tick), not one long hold of the lock (issue 14). Finding the due
+        slices costs nothing per slice not due (a heap of them).
+
+        Returns:
+            True when items due by ``now`` remain for the next call.
         """
         stripe = self.stripes[stripe_index]
         with stripe.lock:
-            due = [s for s in stripe.timers if s <= now]
-            for slice_ in due:
-                for key in stripe.timers.pop(slice_):
-                    arr = stripe.entries.get(key)
+            timers, order = stripe.timers, stripe.timer_order
+            entries, dirty = stripe.entries, stripe.dirty
+            while order and order[0] <= now and budget > 0:
+                bucket = timers[order[0]]
+                if len(bucket) > budget:
+                    keys = bucket[-budget:]
+                    del bucket[-budget:]
+                else:
+                    keys = timers.pop(heapq.heappop(order))
+                budget -= len(keys)
+                for key in keys:
+                    arr = entries.get(key)
                     if arr is not None and arr[0] and arr[0] <= now:
                         arr[0] = 0
-                        stripe.dirty.add(key)
+                        dirty.add(key)
+            return bool(order) and order[0] <= now
 
     # -- reads (I/O thread) ----------------------------------------------------------
 
-    def take_dirty(self, stripe_index: int, now: int) -> list[tuple[bytes, tuple, int]]:
+    def take_dirty(self, stripe_index: int, now: int, limit: int | None = None) -> list[tuple[bytes, tuple, int]]:
         """The keys to push since the last call: ``(key, aggregate values, expire_at)``.
 
         A key whose every peer entry has expired is not returned (HAProxy lets
         its copy expire at the same time). Schedules each key's next change.
+        At most ``limit`` keys are taken (all when None); the others stay dirty
+        for the next call, so a push round can stop within a stripe.
         """
         stripe = self.stripes[stripe_index]
         with stripe.lock:
             if not stripe.dirty:
                 return []
-            dirty, stripe.dirty = stripe.dirty, set()
+            if limit is None or len(stripe.dirty) <= limit:
+                dirty, stripe.dirty = stripe.dirty, set()
+            else:
+                pop = stripe.dirty.pop
+                dirty = [pop() for _ in range(limit)]
             out = []
             for key in dirty:
                 arr = stripe.entries.get(key)
@@ -355,6 +472,7 @@ class AggTable:
         bucket = stripe.timers.get(slice_)
         if bucket is None:
             stripe.timers[slice_] = [key]
+            heapq.heappush(stripe.timer_order, slice_)
         else:
             bucket.append(key)
 
@@ -367,6 +485,24 @@ class AggTable:
         stripe = self.stripes[stripe_index]
         with stripe.lock:
             return [self._view_locked(stripe, key, arr, now) for key, arr in stripe.entries.items()]
+
+    def stripe_keys(self, stripe_index: int) -> list[bytes]:
+        """The keys of one stripe now (a copy taken under its lock), to read a part at a time."""
+        stripe = self.stripes[stripe_index]
+        with stripe.lock:
+            return list(stripe.entries)
+
+    def read_keys(self, stripe_index: int, keys: list[bytes], now: int) -> list[tuple[bytes, tuple | None, int, dict]]:
+        """``snapshot``'s rows of those of ``keys`` (all in ``stripe_index``) still in the table.
+
+        One read under the stripe's lock: a key gone since ``stripe_keys`` is
+        skipped, a key added since is not seen.
+        """
+        stripe = self.stripes[stripe_index]
+        with stripe.lock:
+            entries = stripe.entries
+            return [self._view_locked(stripe, key, arr, now) for key in keys
+                    if (arr := entries.get(key)) is not None]
 
     def lookup(self, key: bytes, now: int) -> tuple[tuple | None, int, dict] | None:
         stripe = self.stripes[self.stripe_of(key)]
@@ -390,21 +526,82 @@ class AggTable:
         values, _ = self.layout.combine(arr, live, now, stripe.server_keys, key)
         return key, values, max(arr[at] & EXPIRE_MASK for at in live), peers
 
+    def teach_rows(self, stripe_index: int, keys: list[bytes], now: int,
+                   peer: int | None = None) -> list[tuple[bytes, tuple, int]]:
+        """What a resync answer sends of those of ``keys`` (all in ``stripe_index``): ``(key, values,
+        expire_at)``.
+
+        The live aggregate of each key, or with ``peer`` that peer's own live
+        entry; keys with none are left out, and so are keys gone since
+        ``stripe_keys`` listed them. One read under the stripe's lock, which
+        changes nothing (no timer, no dirty key), with the generated
+        ``combine`` when the layout has one.
+        """
+        stripe = self.stripes[stripe_index]
+        layout = self.layout
+        size = layout.record
+        fast = layout.fast_combine if self.mode is TableMode.AGGREGATE else None
+        out = []
+        with stripe.lock:
+            entries = stripe.entries
+            for key in keys:
+                arr = entries.get(key)
+                if arr is None:
+                    continue
+                if peer is not None:
+                    at = _find(arr, peer, size)
+                    if at >= 0 and arr[at] & EXPIRE_MASK > now:
+                        values = layout.unpack(arr, at, now, stripe.server_keys, (key, peer))
+                        out.append((key, values, arr[at] & EXPIRE_MASK))
+                elif fast is not None:
+                    found = fast(arr, now, size)
+                    if found is not None:
+                        out.append((key, found[0], found[1]))
+                else:
+                    _, values, expire_at, _ = self._view_locked(stripe, key, arr, now)
+                    if values is not None:
+                        out.append((key, values, expire_at))
+        return out
+
     def clear(self, key: bytes | None = None) -> list[bytes]:
         """Forget every entry (or one key); returns the keys forgotten."""
-        stripes = self.stripes if key is None else [self.stripes[self.stripe_of(key)]]
-        cleared = []
-        for stripe in stripes:
+        if key is None:
+            return [k for entries in self.clear_all() for k in entries]
+        stripe = self.stripes[self.stripe_of(key)]
+        with stripe.lock:
+            arr = stripe.entries.get(key)
+            if arr is None:
+                return []
+            self._forget_locked(stripe, key, arr)
+        return [key]
+
+    def clear_all(self) -> list[dict[bytes, array]]:
+        """Forget every entry at once; returns each stripe's entries as they were.
+
+        Each stripe's entries, dirty keys, server keys and timers are swapped
+        for empty ones under its lock: a constant time per stripe, whatever
+        its size, so that ``clear table`` on a million keys holds no lock and
+        no loop turn for long (issue 14). The caller pushes the old keys as
+        cleared, a part at a time (``missing`` tells which were created again
+        meanwhile). The eviction index keeps stale items, which it skips.
+        """
+        detached = []
+        for stripe in self.stripes:
             with stripe.lock:
-                keys = list(stripe.entries) if key is None else [key] if key in stripe.entries else []
-                for k in keys:
-                    del stripe.entries[k]
-                    stripe.dirty.discard(k)
-                if stripe.server_keys and keys:
-                    gone = set(keys)
-                    stripe.server_keys = {sk: v for sk, v in stripe.server_keys.items() if sk[0] not in gone}
-                cleared += keys
-        return cleared
+                detached.append(stripe.entries)
+                stripe.entries = {}
+                stripe.dirty = set()
+                stripe.server_keys = {}
+                stripe.timers = {}
+                stripe.timer_order = []
+        return detached
+
+    def missing(self, stripe_index: int, keys: list[bytes]) -> list[bytes]:
+        """Those of ``keys`` (all in ``stripe_index``) not in the table now (under its lock)."""
+        stripe = self.stripes[stripe_index]
+        with stripe.lock:
+            entries = stripe.entries
+            return [key for key in keys if key not in entries]
 
     def __len__(self) -> int:
         """Entries in the table (approximate: not reliable while workers write)."""

@@ -73,6 +73,9 @@ UPDATE_TYPES = frozenset(
 )
 _TIMED = frozenset((StkType.UPDATE_TIMED, StkType.INCREMENTAL_UPDATE_TIMED))
 _INCREMENTAL = frozenset((StkType.INCREMENTAL_UPDATE, StkType.INCREMENTAL_UPDATE_TIMED))
+#: Plain ints for the per-frame check of the run decoder's path.
+_RUN_TYPES = frozenset(int(t) for t in UPDATE_TYPES)
+_STICK_TABLE = int(MsgClass.STICK_TABLE)
 
 
 # -- messages ------------------------------------------------------------------
@@ -181,12 +184,19 @@ class FrameDecoder:
         self.max_size = max_size
         self._buf = bytearray()
         self._pos = 0
+        # A bytes copy of the buffer from ``_frozen_base`` on, for the run
+        # decoder (slicing bytes yields bytes: one copy per key, not two).
+        # Made at most once per feed, whatever the frames in between, so a
+        # read costs time linear in its size (issue 14).
+        self._frozen: bytes | None = None
+        self._frozen_base = 0
 
     def feed(self, data: bytes) -> None:
         if self._pos >= _COMPACT_THRESHOLD or self._pos == len(self._buf):
             del self._buf[: self._pos]
             self._pos = 0
         self._buf += data
+        self._frozen = None
 
     def buffered(self) -> int:
         """Bytes received but not yet returned as a frame."""
@@ -197,7 +207,35 @@ class FrameDecoder:
         data = bytes(self._buf[self._pos :])
         self._buf.clear()
         self._pos = 0
+        self._frozen = None
         return data
+
+    def frozen(self) -> tuple[bytes, int]:
+        """The unparsed input as ``bytes``, and the read position in it.
+
+        The copy is made at most once per ``feed``; consume from it with
+        ``advance``.
+        """
+        if self._frozen is None:
+            self._frozen = bytes(self._buf[self._pos :])
+            self._frozen_base = self._pos
+        return self._frozen, self._pos - self._frozen_base
+
+    def advance(self, count: int) -> None:
+        """Mark ``count`` bytes after the read position as consumed."""
+        self._pos += count
+
+    def update_frame_ahead(self) -> bool:
+        """Whether an update frame starts at the read position and may be whole.
+
+        Cheap (no copy): lets the run decoder skip acks, heartbeats,
+        definitions and incomplete frames without freezing the buffer.
+        """
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < 3 or buf[pos] != _STICK_TABLE or buf[pos + 1] not in _RUN_TYPES:
+            return False
+        length = buf[pos + 2]
+        return length >= 240 or pos + 3 + length <= len(buf)
 
     def next_frame(self) -> tuple[int, int, bytes, bytes] | None:
         """The next whole frame as ``(class, type, payload, frame_bytes)``, or None.
@@ -279,21 +317,18 @@ class MessageDecoder:
         None when the next frame is anything else (then call ``next_message``).
         """
         table = self.current
-        if table is None or self.frames.buffered() < 3:
+        frames = self.frames
+        if table is None or not frames.update_frame_ahead():
             return None
         decode = compile_run_decoder(table.key_type, table.key_len, table.data_types, table.params)
         if decode is None:
             return None
-        frames = self.frames
         last = self.last_update_id.get(table.table_id, 0)
-        if frames._buf[frames._pos] != 10:  # not a stick-table message: not a run
-            return None
-        # Slicing bytes yields bytes: one copy per key instead of two.
-        data = bytes(frames._buf[frames._pos :])
-        items, pos, last = decode(data, 0, len(data), last, limit, frames.max_size)
+        data, start = frames.frozen()
+        items, pos, last = decode(data, start, len(data), last, limit, frames.max_size)
         if not items:
             return None
-        frames._pos += pos
+        frames.advance(pos - start)
         self.last_update_id[table.table_id] = last
         return table, items, last
 

@@ -90,7 +90,11 @@ class Workers:
         return self.submitted - sum(self._applied)
 
     def submit_refresh(self, table: AggTable, now: int) -> None:
-        """Queue the timer work (expiries, rate boundaries) of every stripe of ``table``."""
+        """Queue the timer work (expiries, rate boundaries) of every stripe of ``table``.
+
+        Each stripe's share is bounded (``AggTable.refresh``'s budget): when a
+        million keys are due at once, the next ticks take the rest.
+        """
         for worker in range(self.count):
             stripes = range(worker, len(table.stripes), self.count)
             if self.inline:

@@ -132,6 +132,7 @@ class TableSpec:
     header: str = "x-key"  #: the request header whose value is the key
     fetch: str = "req.hdr(x-key)"  #: the sample fetch that reads it
     expire: str = "1h"
+    size: str = "100k"
     local_suffix: str = ".local"
     aggr_suffixes: tuple[str, ...] = (".aggr",)
 
@@ -187,7 +188,7 @@ class HaproxyNode:
             for suffix in (table.local_suffix, *table.aggr_suffixes):
                 lines.append(f"backend {table.name}{suffix}")
                 lines.append(
-                    f"    stick-table type {table.type} size 100k expire {table.expire}"
+                    f"    stick-table type {table.type} size {table.size} expire {table.expire}"
                     f" store {table.store} peers mypeers"
                 )
         if self.peer_tls is None:

@@ -38,19 +38,20 @@ ALLOWED = {
     "cli": {"clock", "datatypes", "errors", "schema", "status", "table"},
     "metrics": {"status"},
     "loop": {"errors"},
+    "slices": set(),
     "transport": {"errors"},
     "backpressure": {"transport"},
     "tls": {"errors", "config"},
     "logs": {"config"},
     "yamlconf": {"config", "errors"},
-    "peerlink": {"aggregation", "backpressure", "clock", "config", "counters", "schema", "session", "table",
-                 "transport", "wire", "workers"},
+    "peerlink": {"aggregation", "backpressure", "clock", "config", "counters", "schema", "session", "slices",
+                 "table", "transport", "wire", "workers"},
     "links": {"aggregation", "config", "errors", "peerlink", "session", "transport"},
     "registry": {"counters", "links", "peerlink", "transport"},
     "pushes": {"aggregation", "clock", "loop", "registry", "table"},
     "endpoints": {"aggregation", "config", "links", "loop", "peerlink", "tls", "transport"},
     "server": {"aggregation", "backpressure", "clock", "config", "counters", "endpoints", "loop", "peerlink",
-               "pushes", "registry", "status", "tls", "workers"},
+               "pushes", "registry", "slices", "status", "tls", "workers"},
 }
 #: The top of the stack, which may import anything: the entry points.
 TOP = {"__init__", "daemon"}

@@ -326,6 +326,68 @@ class TestStreamTransport:
         assert server.digest.digest() == hashlib.sha256(payload).digest()
         assert client.lost and client.exc is None
 
+    def test_request_writable_calls_back_on_a_later_turn_when_the_queue_is_small(self, net: Net) -> None:
+        client, _ = net.pair(server=HashingSink)
+        transport = client.transport
+        assert transport is not None
+        transport.request_writable(1024)
+        assert "writable" not in client.events  # never from inside the call
+        assert net.run_until(lambda: "writable" in client.events)
+        for _ in range(3):
+            net.reactor.run_once(0)
+        assert client.events.count("writable") == 1  # one call per request
+
+    def test_request_writable_waits_for_the_queue_to_drain_to_the_mark(self, net: Net) -> None:
+        class Measuring(Recorder):
+            queued_then: list[int] = []
+
+            def writable(self) -> None:
+                super().writable()
+                assert self.transport is not None
+                self.queued_then.append(self.transport.buffered())
+
+        client = Measuring()
+        _, server = net.pair(server=HashingSink, client=client, high_water=64 * 1024 * 1024)
+        transport = client.transport
+        assert transport is not None and isinstance(server, HashingSink)
+        transport.write(b"w" * (8 * 1024 * 1024))
+        assert transport.buffered() > 64 * 1024
+        transport.request_writable(64 * 1024)
+        assert net.run_until(lambda: client.queued_then)
+        assert client.queued_then[0] <= 64 * 1024  # called once drained to the mark...
+        assert net.run_until(lambda: server.count == 8 * 1024 * 1024)
+        assert len(client.queued_then) == 1  # ...and only once
+
+    def test_request_writable_on_a_closed_transport_calls_nothing(self, net: Net) -> None:
+        client, _ = net.pair()
+        transport = client.transport
+        assert transport is not None
+        transport.request_writable()
+        transport.abort()
+        assert net.run_until(lambda: client.lost)
+        for _ in range(3):
+            net.reactor.run_once(0)
+        assert "writable" not in client.events
+
+    def test_eof_received_returning_true_keeps_the_write_side_open(self, net: Net) -> None:
+        class HalfOpen(Recorder):
+            def eof_received(self) -> bool:
+                super().eof_received()
+                return True
+
+        listener, accepted = net.serve(HalfOpen)
+        raw = net.raw_client(listener.sockname)
+        assert net.run_until(lambda: accepted and accepted[0].transport)
+        raw.shutdown(socket.SHUT_WR)
+        assert net.run_until(lambda: "eof" in accepted[0].events)
+        transport = accepted[0].transport
+        assert transport is not None and not transport.closed
+        transport.write(b"answer after eof")
+        transport.close()
+        assert net.run_until(lambda: accepted[0].lost)
+        raw.setblocking(True)
+        assert raw.recv(100) == b"answer after eof" and raw.recv(10) == b""
+
     def test_abort_drops_buffer_and_reports_lost_from_the_loop(self, net: Net) -> None:
         client, server = net.pair()
         transport = client.transport
