@@ -152,25 +152,43 @@ def timed_pass(keys: int, first_id: int, expire_of) -> bytes:
     return b"".join(parts)
 
 
-class Probes:
-    """PROBE updates a fresh key every 0.2 s; WATCH times the pushed aggregate."""
+class Background:
+    """``_run`` (a loop until ``_stop`` is set) in a thread, from ``with`` entry to exit."""
 
-    def __init__(self, probe: BenchPeer, watch: BenchPeer) -> None:
-        self.probe, self.watch = probe, watch
-        self.sent: dict[bytes, float] = {}
+    join_timeout = 30.0
+
+    def __init__(self) -> None:
         self._stop = threading.Event()
-        self._serial = random.randrange(1 << 12)
-        self._uid = 10
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "Probes":
-        self.probe.send(bench.definition_message())
+    def __enter__(self):
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        self._thread.join(5)
+        self._thread.join(self.join_timeout)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class Probes(Background):
+    """PROBE updates a fresh key every 0.2 s; WATCH times the pushed aggregate."""
+
+    def __init__(self, probe: BenchPeer, watch: BenchPeer) -> None:
+        super().__init__()
+        self.probe, self.watch = probe, watch
+        self.sent: dict[bytes, float] = {}
+        self._serial = random.randrange(1 << 12)
+        self._uid = 10
+
+    def __enter__(self) -> "Probes":
+        self.probe.send(bench.definition_message())
+        return super().__enter__()
+
+    def __exit__(self, *exc) -> None:
+        super().__exit__(*exc)
         deadline = time.monotonic() + LOST_AFTER
         while time.monotonic() < deadline and len(self.watch.seen.keys() & self.sent.keys()) < len(self.sent):
             time.sleep(0.05)  # polling for the last probes; the deadline decides
@@ -207,21 +225,14 @@ def cli(path: str, command: str, timeout: float = 600) -> str:
     return b"".join(chunks).decode()
 
 
-class Pinger:
+class Pinger(Background):
     """``help`` on the CLI every 0.1 s: the worst answer time is the loop's worst stall, as seen outside."""
 
+    join_timeout = 600.0  # a ping may wait for the whole of a stall
+
     def __init__(self, path: str) -> None:
+        super().__init__()
         self.path, self.worst = path, 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> "Pinger":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(600)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -250,14 +261,8 @@ def longest_turn_ms(path: str) -> float | None:
         info = json.loads(cli(path, "show info json"))
     except (OSError, ValueError):
         return None
-    loop = info.get("loop") if isinstance(info, dict) else None
-    if isinstance(loop, dict):
-        for name in ("longest_turn_ms", "max_turn_ms"):
-            if name in loop:
-                return loop[name]
-        if "longest_turn_s" in loop:
-            return loop["longest_turn_s"] * 1000
-    return None
+    value = info.get("loop_longest_turn_ms_1m") if isinstance(info, dict) else None
+    return value if isinstance(value, (int, float)) else None
 
 
 def wait(predicate, timeout: float, what: str) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import threading
 import time
 
 import pytest
@@ -22,7 +21,7 @@ import pytest
 from harness import ROOT, Aggregator, HaproxyNode, TableSpec, fresh_loopback, haproxy_binaries, unix_query, wait_for
 
 sys.path.insert(0, str(ROOT / "contrib"))
-from stallcheck import BenchPeer  # noqa: E402  (a peer made of the load generator's message helpers)
+from stallcheck import Background, BenchPeer  # noqa: E402  (a peer made of the load generator's message helpers)
 
 pytestmark = pytest.mark.e2e
 KEYS = 300_000
@@ -31,24 +30,15 @@ PROBE_DEADLINE = 1.0
 TABLE = TableSpec("mytable", "ip", "http_req_cnt,http_req_rate(10s)", "x-ip", "req.hdr_ip(x-ip)", size="1m")
 
 
-class Probes:
+class Probes(Background):
     """Requests on node A with fresh client addresses; how long until node B's aggregate shows each."""
 
     def __init__(self, sender: HaproxyNode, receiver: HaproxyNode) -> None:
+        super().__init__()
         self.sender, self.receiver = sender, receiver
         self.latencies: list[float] = []
         self.missed = 0
-        self._stop = threading.Event()
         self._serial = 0
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> "Probes":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(30)
 
     def _run(self) -> None:
         while not self._stop.is_set():
