@@ -17,13 +17,23 @@ until the aggregate of that key is pushed to it. A CLI ping (``help`` every
 - ``teach1`` / ``teach4``: one / four new peers ask for a resync (``00 00``) and
   are taught every key (until their ``00 01``);
 - ``expiry``: FILL sends every key again as a timed update whose expiry is
-  chosen so that all of them expire within about a second of one another; the
-  operation lasts until 10 s after that moment.
+  chosen so that all of them expire within about a second of one another,
+  about 30 s after the last one; once that refill has been pushed and has
+  settled, the operation is the 10 s before the expiry moment and the 10 s
+  after it.
+
+Before each operation the aggregator is let settle: until WATCH has been sent
+nothing for 2 s (a fill, and the end of its rates' periods 10 s later, push
+every key again; this reader, one Python thread per peer, takes a million
+pushes in a few seconds, and would time its own backlog instead).
 
 For each operation it prints its duration, the other sessions' probe
 latencies (p50, p99, max, and probes that never came back within 10 s), the
-CLI ping's worst answer time, the aggregator's RSS growth, its longest loop
-turn when its ``show info json`` reports one, and whether a session dropped.
+CLI ping's worst answer time, the aggregator's RSS growth, its loop turns
+during the operation (from its metrics' ``hapee_stktagg_loop_turn_seconds``:
+the bucket bound they all stayed within, how many took over 100 ms; and
+``show info``'s longest turn of the last minute, which may include the
+settling before), and whether a session dropped.
 """
 
 from __future__ import annotations
@@ -50,6 +60,8 @@ PORT = 11400
 PROBE_INTERVAL = 0.2
 PING_INTERVAL = 0.1
 LOST_AFTER = 10.0
+#: The refill's entries expire this long (s) after its last update.
+EXPIRY_AFTER = 90.0
 
 
 class BenchPeer:
@@ -255,14 +267,54 @@ def entries(path: str) -> int:
     return sum(t["entries"] for s in sections for t in s["tables"] if t["name"] == "mytable.aggr")
 
 
-def longest_turn_ms(path: str) -> float | None:
-    """The loop's own longest turn over the last minute, where ``show info json`` has it."""
+def loop_figures(path: str) -> tuple[float | None, str | None]:
+    """The loop's own longest turn over the last minute and what ran longest in it,
+    where ``show info json`` has them."""
     try:
         info = json.loads(cli(path, "show info json"))
     except (OSError, ValueError):
-        return None
-    value = info.get("loop_longest_turn_ms_1m") if isinstance(info, dict) else None
-    return value if isinstance(value, (int, float)) else None
+        return None, None
+    if not isinstance(info, dict):
+        return None, None
+    value = info.get("loop_longest_turn_ms_1m")
+    return (value if isinstance(value, (int, float)) else None), info.get("loop_slowest_callback_1m")
+
+
+def turn_histogram(address: str, port: int) -> dict[str, float]:
+    """The loop's turn histogram since the start, from the metrics: ``le`` -> turns (and "count")."""
+    with socket.create_connection((address, port), timeout=30) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        text = b"".join(iter(lambda: sock.recv(1 << 16), b"")).decode()
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("hapee_stktagg_loop_turn_seconds_bucket{"):
+            found[line.split('le="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("hapee_stktagg_loop_turn_seconds_count"):
+            found["count"] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def turns_over(before: dict[str, float], after: dict[str, float]) -> dict[str, int]:
+    """Turns of the operation over 50 ms and over 100 ms, and the bound under which all its turns stayed."""
+    turns = {le: after[le] - before.get(le, 0) for le in after}
+    within = next((le for le in sorted((k for k in turns if k not in ("count", "+Inf")), key=float)
+                   if turns[le] == turns["count"]), "+Inf")
+    return {"turns": int(turns["count"]), "over_50ms": int(turns["count"] - turns.get("0.05", 0)),
+            "over_100ms": int(turns["count"] - turns.get("0.1", 0)),
+            "all_within_ms": within if within == "+Inf" else f"{float(within) * 1000:g}"}
+
+
+def settle(watch: BenchPeer, quiet: float = 2.0, timeout: float = 180.0) -> float:
+    """Wait until ``watch`` has been sent no update for ``quiet`` seconds; returns the time waited."""
+    started = last_change = time.monotonic()
+    seen = watch.updates_in
+    while time.monotonic() - last_change < quiet:
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"the aggregator did not settle within {timeout:g} s")
+        time.sleep(0.1)  # polling; the quiet spell decides
+        if watch.updates_in != seen:
+            seen, last_change = watch.updates_in, time.monotonic()
+    return time.monotonic() - started
 
 
 def wait(predicate, timeout: float, what: str) -> None:
@@ -300,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     sock_path = str(work / "aggr.sock")
     learners = [f"LEARN{i}" for i in range(4)]
     config = "\n".join([
-        "global", f"    stats socket {sock_path}", "aggregations agg", f"    peer AGGR {address}:{PORT} local",
+        "global", f"    stats socket {sock_path}", f"    prometheus {address}:{PORT + 20}", "aggregations agg", f"    peer AGGR {address}:{PORT} local",
         *[f"    peer {name} {address}:{PORT + 1 + i}" for i, name in enumerate(["FILL", "PROBE", "WATCH", *learners])],
         "    from .local to .aggr",
     ]) + "\n"
@@ -320,7 +372,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# {args.keys} keys filled in {fill_s:.1f} s ({args.keys / fill_s:,.0f}/s); "
               f"aggregator RSS {rss(daemon.pid) / 1e6:.0f} MB; root {args.root}", flush=True)
         for op in args.ops.split(","):
+            expiry_at = None
+            if op == "expiry":
+                # every key again, timed so that all expire together, EXPIRY_AFTER s after the last one
+                rate = max(args.keys / fill_s, 1)
+                total_ms = args.keys / rate * 1000 + EXPIRY_AFTER * 1000
+                before = watch.updates_in
+                fill.send(timed_pass(args.keys, 1 << 20, lambda i: total_ms - i / rate * 1000))
+                expiry_at = time.monotonic() + total_ms / 1000
+                wait(lambda: watch.updates_in >= before + args.keys, 600, "the refill's pushes")
+            waited = settle(watch)
+            print(f"# settled in {waited:.1f} s before {op}", flush=True)
             base_rss, peak = rss(daemon.pid), [0]
+            histogram = turn_histogram(address, PORT + 20)
             stop = threading.Event()
 
             def sample() -> None:
@@ -347,21 +411,23 @@ def main(argv: list[str] | None = None) -> int:
                     for peer in taught:
                         peer.close()
                 elif op == "expiry":
-                    # every key again, timed so that all expire together, about 15 s after the last one
-                    rate = max(args.keys / fill_s, 1)
-                    total_ms = args.keys / rate * 1000 + 15_000
-                    fill.send(timed_pass(args.keys, 1 << 20, lambda i: total_ms - i / rate * 1000))
                     # expired entries may stay listed (as expired) until purged: the operation is
-                    # the expiry moment and the 10 s after it, with the probes running throughout
-                    wait(lambda: time.monotonic() - started > total_ms / 1000 + 10, total_ms / 1000 + 60, "the expiry")
+                    # the 10 s before the expiry moment and the 10 s after it, probes throughout
+                    if expiry_at - time.monotonic() < 10:
+                        raise RuntimeError("the refill took too long: the expiry came before the measurement")
+                    time.sleep(expiry_at - time.monotonic() - 10)  # not synchronisation: the window starts then
+                    started = time.monotonic()
+                    wait(lambda: time.monotonic() > expiry_at + 10, 60, "the expiry")
                     shown = cli(sock_path, "show table agg mytable.aggr key 20.0.0.1")
                     detail = "all expired" if "expired" in shown else f"not expired: {shown.strip()[:80]}"
                 duration = time.monotonic() - started
             stop.set()
             sampler.join()
             sessions_up = not any(p.closed for p in (fill, probe, watch))
+            longest, slowest = loop_figures(sock_path)
+            turns = turns_over(histogram, turn_histogram(address, PORT + 20))
             row = {"op": op, "keys": args.keys, "duration_s": round(duration, 1), **probes.figures(),
-                   "cli_ping_worst_ms": round(pinger.worst * 1000), "longest_turn_ms": longest_turn_ms(sock_path),
+                   "cli_ping_worst_ms": round(pinger.worst * 1000), "loop_turns": turns, "longest_turn_1m_ms": longest, "slowest_1m": slowest,
                    "rss_growth_mb": round((peak[0] - base_rss) / 1e6), "sessions_up": sessions_up, "detail": detail}
             results.append(row)
             print(json.dumps(row), flush=True)
@@ -376,12 +442,14 @@ def main(argv: list[str] | None = None) -> int:
             daemon.kill()
         log.close()
     if not args.json:
-        print("\n| operation | duration | other sessions p50 / p99 / max (lost) | CLI ping worst | longest turn | RSS + | sessions |")
+        print("\n| operation | duration | other sessions p50 / p99 / max (lost) | CLI ping worst "
+              "| loop turns: all within / over 100 ms | RSS + | sessions |")
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for r in results:
             lat = f"{r.get('p50_ms', '-')} / {r.get('p99_ms', '-')} / {r.get('max_ms', '-')} ms ({r['lost']})"
+            turns = r["loop_turns"]
             print(f"| {r['op']} ({r['detail']}) | {r['duration_s']} s | {lat} | {r['cli_ping_worst_ms']} ms | "
-                  f"{r['longest_turn_ms'] if r['longest_turn_ms'] is not None else '-'} | {r['rss_growth_mb']} MB | "
+                  f"{turns['all_within_ms']} ms / {turns['over_100ms']} of {turns['turns']} | {r['rss_growth_mb']} MB | "
                   f"{'up' if r['sessions_up'] else 'DROPPED'} |")
     return 0
 

@@ -27,7 +27,7 @@ from .loop import Reactor
 from .registry import LinkRegistry
 from .table import AggTable
 
-__all__ = ["PUSH_BUDGET", "PUSH_CHUNK", "PUSH_INTERVAL", "PUSH_TIME_BUDGET", "PushScheduler", "TableClear"]
+__all__ = ["DUE_SHARE", "PUSH_BUDGET", "PUSH_CHUNK", "PUSH_INTERVAL", "PUSH_TIME_BUDGET", "PushScheduler", "TableClear"]
 
 #: Keys pushed per loop turn at most: the rest goes on at the next turn, after
 #: reads, timers and heartbeats...
@@ -37,6 +37,9 @@ PUSH_BUDGET = 20_000
 PUSH_TIME_BUDGET = 0.020
 #: Keys taken from a stripe at once: the unit of a round, checked against the budgets.
 PUSH_CHUNK = 250
+#: The part of a turn's budgets kept for keys due on their own (expiries, rate
+#: periods ended) while peers' changes wait too.
+DUE_SHARE = 0.25
 #: Push rounds are at least this far apart (s); the first after a quiet spell goes at once.
 PUSH_INTERVAL = 0.005
 
@@ -54,6 +57,7 @@ class PushScheduler:
         self._pending = False  #: a round is scheduled
         self._last = 0.0  #: clock time of the last round
         self._cursor = 0
+        self._stripe_start = 0
 
     def wake(self) -> None:
         """Called by worker threads: schedule one push round in the loop.
@@ -77,26 +81,48 @@ class PushScheduler:
                 self._reactor.call_soon(self.round)
 
     def round(self) -> None:
-        """Push changed aggregates, at most PUSH_BUDGET keys or PUSH_TIME_BUDGET in this loop turn."""
+        """Push changed aggregates, at most PUSH_BUDGET keys or PUSH_TIME_BUDGET in this loop turn.
+
+        First the keys peers changed, then those due on their own (an entry
+        expired, a rate period ended): a fresh change never waits behind a
+        million due keys. The due keys get at least DUE_SHARE of the turn's
+        budget, so that a flood of changes cannot hold them back for ever.
+        Each round starts one stripe further on, so that a cut-short round
+        does not always favour the first stripes.
+        """
         self._pending = False
         now = self._last = self._clock.now()
         ms = table_ms(now)
-        budget = PUSH_BUDGET
-        for section, table in self._tables_in_turn():
-            for stripe in range(len(table.stripes)):
-                while budget > 0:
-                    changed = table.take_dirty(stripe, ms, PUSH_CHUNK)
+        self._stripe_start += 1
+        tables = self._tables_in_turn()
+        fresh_budget = PUSH_BUDGET - int(PUSH_BUDGET * DUE_SHARE)
+        fresh_deadline = now + PUSH_TIME_BUDGET * (1 - DUE_SHARE)
+        used, cut = self._drain(tables, ms, now, fresh_budget, fresh_deadline, due=False)
+        due_used, due_cut = self._drain(tables, ms, now, PUSH_BUDGET - used, now + PUSH_TIME_BUDGET, due=True)
+        if cut or due_cut:
+            self._schedule()
+        self._after_round()
+
+    def _drain(self, tables: list[tuple[Section, AggTable]], ms: int, now: float, budget: int,
+               deadline: float, due: bool) -> tuple[int, bool]:
+        """Push the dirty (or the due) keys of ``tables`` until ``budget`` keys or ``deadline``.
+
+        Returns the keys taken and whether some were left for the next turn.
+        """
+        used = 0
+        for section, table in tables:
+            count = len(table.stripes)
+            for step in range(count):
+                stripe = (self._stripe_start + step) % count
+                while True:
+                    if used >= budget or self._clock.now() >= deadline:
+                        return used, True
+                    changed = table.take_dirty(stripe, ms, PUSH_CHUNK, due=due)
                     if not changed:
                         break
                     self.push(section, table, changed, now)
-                    budget -= len(changed)
-                    if self._clock.now() - now >= PUSH_TIME_BUDGET:
-                        budget = 0
-                if budget <= 0:
-                    self._schedule()
-                    self._after_round()
-                    return
-        self._after_round()
+                    used += len(changed)
+        return used, False
 
     def push(self, section: Section, table: AggTable, changed: list, now: float) -> None:
         """Send changed keys ``(key, values, expire_at)`` to every established peer that takes

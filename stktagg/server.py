@@ -25,6 +25,7 @@ from typing import Callable
 from .aggregation import Section
 from .backpressure import Backpressure
 from .clock import Clock, table_ms
+from .collector import FREEZE_INTERVAL, LongLived
 from .config import Config, Peer
 from .counters import Counters
 from .endpoints import Dialer, Listeners
@@ -87,6 +88,8 @@ class Server:
         self._metrics_factory = metrics_factory
         self.started_at = clock.now()
         self.started_wall = clock.wall()
+        #: keeps the cycle collector from walking the tables (collector)
+        self.long_lived = LongLived(lambda: sum(len(t) for s in self.sections for t in s.tables.values()))
 
     # -- start / stop -------------------------------------------------------------------
 
@@ -100,6 +103,7 @@ class Server:
         self.reactor.call_later(SESSION_TICK, self._session_tick)
         self.reactor.call_later(REFRESH_TICK, self._refresh_tick)
         self._sample_rates()
+        self.reactor.call_later(FREEZE_INTERVAL, self._freeze_tick)
         self.dialer.start(self.sections)
 
     def stop(self) -> None:
@@ -127,6 +131,10 @@ class Server:
             for table in list(section.tables.values()):
                 self.workers.submit_refresh(table, ms)
         self.reactor.call_later(REFRESH_TICK, self._refresh_tick)
+
+    def _freeze_tick(self) -> None:
+        self.long_lived.tick()
+        self.reactor.call_later(FREEZE_INTERVAL, self._freeze_tick)
 
     def _sample_rates(self) -> None:
         self.counters.sample(self.clock.now())

@@ -36,6 +36,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from .codegen import compile_function
+from .collector import untracked
 from .datatypes import (
     ALIGNED_CURR,
     FREQ_DISCARDED,
@@ -189,7 +190,10 @@ def _sum_freq(arr: array, live: list[int], off: int, now: int, period: int) -> t
 class Stripe:
     lock: threading.Lock = field(default_factory=threading.Lock)
     entries: dict[bytes, array] = field(default_factory=dict)
-    dirty: set[bytes] = field(default_factory=set)  #: keys to push (changed, or due)
+    dirty: set[bytes] = field(default_factory=set)  #: keys to push: a peer changed them
+    #: Keys to push because their aggregate changed on its own (an entry
+    #: expired, a rate's period ended): pushed after ``dirty`` (``take_dirty``).
+    due: set[bytes] = field(default_factory=set)
     timers: dict[int, list[bytes]] = field(default_factory=dict)  #: time slice -> keys due then
     timer_order: list[int] = field(default_factory=list)  #: heap of the slices in ``timers``
     server_keys: dict = field(default_factory=dict)  #: (key, peer, element) -> server name bytes
@@ -252,7 +256,7 @@ class AggTable:
                     if len(entries) >= self._per_stripe_max and not self._evict_locked(stripe, now):
                         stripe.dropped += 1
                         continue
-                    arr = entries[key] = array("Q", (0,))
+                    arr = entries[key] = untracked(array("Q", (0,)))
                     bucket = stripe.expiry_index.get((now + lifetime) // self._bucket_ms)
                     if bucket is not None and stripe.indexed < 2 * len(entries) + 1024:
                         bucket.append(key)  # _file_locked's common case, inlined
@@ -263,7 +267,7 @@ class AggTable:
                 if at < 0:
                     # A new array of the exact size: extend() would over-allocate.
                     at = len(arr)
-                    arr = entries[key] = arr + self._blank
+                    arr = entries[key] = untracked(arr + self._blank)
                 arr[at] = peer << PEER_SHIFT | (now + lifetime)
                 if keep_received:
                     arr[at + 1] = now
@@ -352,6 +356,7 @@ class AggTable:
     def _forget_locked(self, stripe: Stripe, key: bytes, arr: array) -> None:
         del stripe.entries[key]
         stripe.dirty.discard(key)
+        stripe.due.discard(key)
         if stripe.server_keys and self.layout.has_server_key:
             for at in range(1, len(arr), self.layout.record):
                 peer = arr[at] >> PEER_SHIFT
@@ -392,7 +397,7 @@ class AggTable:
         stripe = self.stripes[stripe_index]
         with stripe.lock:
             timers, order = stripe.timers, stripe.timer_order
-            entries, dirty = stripe.entries, stripe.dirty
+            entries, dirty, due = stripe.entries, stripe.dirty, stripe.due
             while order and order[0] <= now and budget > 0:
                 bucket = timers[order[0]]
                 if len(bucket) > budget:
@@ -405,28 +410,43 @@ class AggTable:
                     arr = entries.get(key)
                     if arr is not None and arr[0] and arr[0] <= now:
                         arr[0] = 0
-                        dirty.add(key)
+                        if key not in dirty:
+                            due.add(key)
             return bool(order) and order[0] <= now
 
     # -- reads (I/O thread) ----------------------------------------------------------
 
-    def take_dirty(self, stripe_index: int, now: int, limit: int | None = None) -> list[tuple[bytes, tuple, int]]:
+    def take_dirty(self, stripe_index: int, now: int, limit: int | None = None,
+                   due: bool = False) -> list[tuple[bytes, tuple, int]]:
         """The keys to push since the last call: ``(key, aggregate values, expire_at)``.
+
+        The keys a peer changed, or with ``due`` those whose aggregate changed
+        on their own (``refresh``). The two are kept apart so that a push
+        round can send what peers changed first: a million rate periods
+        ending together, or a million entries expiring, must not make a
+        fresh change wait behind them (issue 14).
 
         A key whose every peer entry has expired is not returned (HAProxy lets
         its copy expire at the same time). Schedules each key's next change.
-        At most ``limit`` keys are taken (all when None); the others stay dirty
+        At most ``limit`` keys are taken (all when None); the others stay
         for the next call, so a push round can stop within a stripe.
         """
         stripe = self.stripes[stripe_index]
         with stripe.lock:
-            if not stripe.dirty:
+            pending = stripe.due if due else stripe.dirty
+            if not pending:
                 return []
-            if limit is None or len(stripe.dirty) <= limit:
-                dirty, stripe.dirty = stripe.dirty, set()
+            if limit is None or len(pending) <= limit:
+                dirty = pending
+                if due:
+                    stripe.due = set()
+                else:
+                    stripe.dirty = set()
             else:
-                pop = stripe.dirty.pop
+                pop = pending.pop
                 dirty = [pop() for _ in range(limit)]
+            if not due and stripe.due:
+                stripe.due.difference_update(dirty)  # pushed now: not again as due
             out = []
             for key in dirty:
                 arr = stripe.entries.get(key)
@@ -591,6 +611,7 @@ class AggTable:
                 detached.append(stripe.entries)
                 stripe.entries = {}
                 stripe.dirty = set()
+                stripe.due = set()
                 stripe.server_keys = {}
                 stripe.timers = {}
                 stripe.timer_order = []

@@ -493,8 +493,8 @@ class StreamTransport:
         self._reactor.call_soon(self._connection_lost, exc)
 
     def _connection_lost(self, exc: Exception | None) -> None:
-        self._layer = None
-        self._protocol.connection_lost(exc)
+        protocol, self._protocol, self._layer = self._protocol, None, None  # no cycle left (collector)
+        protocol.connection_lost(exc)
 
 
 class Listener:

@@ -15,6 +15,7 @@ ALLOWED = {
     "errors": set(),
     "codegen": set(),
     "clock": set(),
+    "collector": set(),
     "codec": {"errors"},
     "schema": {"errors", "codec"},
     "wire": {"errors", "codec", "codegen", "schema"},
@@ -30,7 +31,7 @@ ALLOWED = {
     "config/_probes": {"errors", "_model"},
     "config/_dump": {"_model", "_lexer"},
     "datatypes": {"codegen"},
-    "table": {"codegen", "datatypes", "schema", "wire"},
+    "table": {"codegen", "datatypes", "collector", "schema", "wire"},
     "aggregation": {"clock", "config", "schema", "session", "table", "wire"},
     "workers": {"table"},
     "status": {"clock", "config", "schema", "session", "table", "wire"},
@@ -50,7 +51,7 @@ ALLOWED = {
     "registry": {"counters", "links", "peerlink", "transport"},
     "pushes": {"aggregation", "clock", "loop", "registry", "table"},
     "endpoints": {"aggregation", "config", "links", "loop", "peerlink", "tls", "transport"},
-    "server": {"aggregation", "backpressure", "clock", "config", "counters", "endpoints", "loop", "peerlink",
+    "server": {"aggregation", "backpressure", "clock", "collector", "config", "counters", "endpoints", "loop", "peerlink",
                "pushes", "registry", "slices", "status", "tls", "workers"},
 }
 #: The top of the stack, which may import anything: the entry points.

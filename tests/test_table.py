@@ -25,7 +25,9 @@ def hit(t: AggTable, peer: int, key: bytes, cnt: int, now: int, expire=None, rat
 
 
 def dirty(t: AggTable, now: int) -> dict:
-    return {k: (values, exp) for s in range(len(t.stripes)) for k, values, exp in t.take_dirty(s, now)}
+    """What a push round would send: the keys peers changed, then those due on their own."""
+    return {k: (values, exp) for due in (False, True) for s in range(len(t.stripes))
+            for k, values, exp in t.take_dirty(s, now, due=due)}
 
 
 def test_peers_entries_are_summed_and_pushed_once():
