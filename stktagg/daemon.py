@@ -84,6 +84,10 @@ def load_checked(path: str) -> Config:
         check_cpus(config, set(os.sched_getaffinity(0)))
     listeners: dict[tuple[str, int], bool] = {}
     for section in config.aggregations:
+        if section.shards is not None:
+            # Parsed and checked (issue 15), not served yet: refuse rather than serve shard 1 alone.
+            raise config_error(section.shards_position or section.position,
+                               "shards are not served yet (each local shard will run in its own process)")
         section_contexts(section)  # loads every certificate and CA now, errors at their line
         local = section.local_peer
         where = (local.address.host, local.address.port)

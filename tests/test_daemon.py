@@ -59,6 +59,16 @@ def test_check_reports_file_line_column_and_fails(tmp_path):
     assert out.stderr.startswith(f"{cfg}:5:12: ")
 
 
+def test_a_sharded_section_is_refused_until_shards_are_served(tmp_path):
+    """Issue 15 in progress: shards are parsed and checked, not served; nothing starts half-served."""
+    cfg = tmp_path / "shards.cfg"
+    cfg.write_text("aggregations agg\n    shards 2\n    peer AGGR.1 127.0.0.1:10001 local shard 1\n"
+                   "    peer AGGR.2 127.0.0.1:10002 local shard 2\n    peer A 127.0.0.1:10000\n"
+                   "    from .local to .aggr\n")
+    out = run("-c", "-f", str(cfg))
+    assert out.returncode == 1 and out.stderr.startswith(f"{cfg}:2:5: shards are not served yet")
+
+
 def test_config_error_stops_startup_without_check_flag(tmp_path):
     cfg = tmp_path / "bad.cfg"
     cfg.write_text("aggregations agg\n    frm any to .aggr\n")

@@ -1,11 +1,12 @@
-"""The rules of an ``aggregations`` section: peers, ``from``, ``forward``, ``dynamic-peers``.
+"""The rules of an ``aggregations`` section: peers, ``from``, ``forward``, ``dynamic-peers``, ``shards``.
 
 :data:`AGGREGATIONS_RULES` maps each keyword to its rule;
 :func:`parse_aggregations_section` reads one section's lines into an
 :class:`~stktagg.config._model.Aggregations`, with the checks that span
-lines (peer names, one local peer, ``from``/``forward``/``dynamic-peers``
-once, a ``forward`` suffix that is not the output). The grammar is in
-``_parser``'s header comment.
+lines (peer names, one local peer or one per shard, ``from``/``forward``/
+``dynamic-peers``/``shards`` once, a ``forward`` suffix that is not the
+output, peer ``shard`` numbers). The grammar is in ``_parser``'s header
+comment.
 
 Imports ``_model``, ``_lexer`` and ``_rules``.
 """
@@ -34,6 +35,7 @@ from ._rules import (
     Option,
     OptionRule,
     expect_end,
+    number_in_range,
     one_of,
     option_flag,
     option_path,
@@ -44,10 +46,13 @@ from ._rules import (
     parse_options,
     take,
     take_name,
+    take_value,
 )
 
 ROLE_KEYWORDS = frozenset({"local", "up", "down"})
 SSL_OPTIONS = frozenset({"crt", "ca-file", "verify"})
+#: The most key shards a section may have (``shards <n>``).
+MAX_SHARDS = 64
 
 
 def option_group(line: Line, pos: int, keyword: Token) -> tuple[int, str]:
@@ -65,6 +70,17 @@ def option_verify(line: Line, pos: int, keyword: Token) -> tuple[int, Verify]:
     return pos, Verify(parse_choice(token, (v.value for v in Verify), "verify value"))
 
 
+def option_shard(line: Line, pos: int, keyword: Token) -> tuple[int, Token]:
+    """``shard <i>`` of a peer, 1..MAX_SHARDS (returned as its token, for its position).
+
+    Whether *i* is at most the section's ``shards`` is checked at the section's
+    end: the ``shards`` line may come after the peers.
+    """
+    pos, token = take_value(line, pos, keyword, "a shard number")
+    number_in_range(token, keyword, 1, MAX_SHARDS)
+    return pos, token
+
+
 PEER_OPTION_RULES: dict[str, OptionRule] = {
     "local": option_flag,
     "up": option_flag,
@@ -74,6 +90,7 @@ PEER_OPTION_RULES: dict[str, OptionRule] = {
     "crt": option_path,
     "ca-file": option_path,
     "verify": option_verify,
+    "shard": option_shard,
 }
 
 
@@ -84,6 +101,9 @@ class _PeerDecl:
     peer: Peer
     name_at: Position
     role_at: Position | None
+    #: the ``shard`` keyword's and its number's positions (None without ``shard``)
+    shard_keyword_at: Position | None = None
+    shard_at: Position | None = None
 
 
 def parse_peer(line: Line, pos: int) -> tuple[int, _PeerDecl]:
@@ -95,10 +115,13 @@ def parse_peer(line: Line, pos: int) -> tuple[int, _PeerDecl]:
     pos, opts = parse_options(line, pos, PEER_OPTION_RULES, "peer option")
     role = check_peer_options(opts)
     (crt, crt_at), (ca_file, ca_file_at) = path_option(opts, "crt"), path_option(opts, "ca-file")
+    shard = opts.get("shard")
     peer = Peer(name.text, address, role, option_value(opts, "group"), "ssl" in opts,
-                crt, ca_file, option_value(opts, "verify"), keyword.at, crt_at, ca_file_at)
+                crt, ca_file, option_value(opts, "verify"), keyword.at, crt_at, ca_file_at,
+                int(shard.value.text) if shard else None)
     role_option = opts.get(role.value)
-    return pos, _PeerDecl(peer, name.at, role_option.keyword.at if role_option else None)
+    return pos, _PeerDecl(peer, name.at, role_option.keyword.at if role_option else None,
+                          shard.keyword.at if shard else None, shard.value.at if shard else None)
 
 
 def path_option(opts: Mapping[str, Option], key: str) -> tuple[str | None, Position | None]:
@@ -211,11 +234,26 @@ def parse_dynamic_peers(line: Line, pos: int) -> tuple[int, _DynamicDecl]:
     return pos, _DynamicDecl(count, line[0].at)
 
 
+@dataclass(frozen=True, slots=True)
+class _ShardsDecl:
+    """A parsed shards line."""
+
+    count: int
+    position: Position
+
+
+def parse_shards(line: Line, pos: int) -> tuple[int, _ShardsDecl]:
+    """``shards <n>``: HAProxy splits the keys into n shards (1..MAX_SHARDS)."""
+    pos, token = take_value(line, pos, line[0], "a number of shards")
+    return pos, _ShardsDecl(number_in_range(token, line[0], 1, MAX_SHARDS), line[0].at)
+
+
 AGGREGATIONS_RULES: dict[str, LineRule] = {
     "peer": parse_peer,
     "from": parse_from,
     "forward": parse_forward,
     "dynamic-peers": parse_dynamic_peers,
+    "shards": parse_shards,
 }
 
 
@@ -225,14 +263,14 @@ class _AggregationsState:
 
     header: Token
     name: str
-    peers: list[Peer] = field(default_factory=list)
+    peers: list[_PeerDecl] = field(default_factory=list)
     names: dict[str, Position] = field(default_factory=dict)
-    local: Peer | None = None
     from_rule: FromRule | None = None
     forward: _ForwardDecl | None = None
     dynamic: _DynamicDecl | None = None
+    shards: _ShardsDecl | None = None
 
-    def add(self, node: _PeerDecl | FromRule | _ForwardDecl | _DynamicDecl) -> None:
+    def add(self, node: _PeerDecl | FromRule | _ForwardDecl | _DynamicDecl | _ShardsDecl) -> None:
         match node:
             case _PeerDecl():
                 self.add_peer(node)
@@ -245,22 +283,62 @@ class _AggregationsState:
             case _DynamicDecl():
                 check_once("dynamic-peers", self.dynamic, node.position)
                 self.dynamic = node
+            case _ShardsDecl():
+                check_once("shards", self.shards, node.position)
+                self.shards = node
         self.check_forward()
 
     def add_peer(self, decl: _PeerDecl) -> None:
-        peer, local = decl.peer, self.local
+        peer = decl.peer
         if peer.name in self.names:
             first = self.names[peer.name].lineno
             raise config_error(decl.name_at, f"duplicate peer name '{peer.name}' "
                                              f"(first declared at line {first})")
-        if peer.role is PeerRole.LOCAL and local is not None:
-            raise config_error(decl.role_at or decl.name_at,
-                               f"more than one local peer ('{local.name}' is local "
-                               f"at line {local.position.lineno})")
-        if peer.role is PeerRole.LOCAL:
-            self.local = peer
         self.names[peer.name] = decl.name_at
-        self.peers.append(peer)
+        self.peers.append(decl)
+
+    def check_peers(self) -> None:
+        """The checks that need the whole section: ``shards`` may follow the peers.
+
+        Peers are checked in file order, so the first offending line is reported.
+        """
+        local: Peer | None = None
+        shards = self.shards
+        served: dict[int, Peer] = {}
+        for decl in self.peers:
+            peer = decl.peer
+            if shards is None:
+                if decl.shard_keyword_at is not None:
+                    raise config_error(decl.shard_keyword_at, "'shard' needs a 'shards <n>' line "
+                                                              "in the aggregations section")
+                if peer.role is PeerRole.LOCAL and local is not None:
+                    raise config_error(decl.role_at or decl.name_at,
+                                       f"more than one local peer ('{local.name}' is local "
+                                       f"at line {local.position.lineno})")
+            else:
+                self.check_shard(decl, shards, served)
+            if peer.role is PeerRole.LOCAL and local is None:
+                local = peer
+
+    @staticmethod
+    def check_shard(decl: _PeerDecl, shards: _ShardsDecl, served: dict[int, Peer]) -> None:
+        """One peer of a sharded section: its shard in range and not taken; a local one has one."""
+        peer, shard = decl.peer, decl.peer.shard
+        declared = f"'shards {shards.count}' at line {shards.position.lineno}"
+        if shard is None:
+            if peer.role is PeerRole.LOCAL:
+                raise config_error(decl.role_at or decl.name_at,
+                                   f"local peer '{peer.name}' needs 'shard <i>' "
+                                   f"(the section has {declared})")
+            return
+        at = decl.shard_at or decl.name_at
+        if shard > shards.count:
+            raise config_error(at, f"invalid shard {shard} (expected 1..{shards.count}, from {declared})")
+        if shard in served:
+            first = served[shard]
+            raise config_error(at, f"duplicate shard {shard} (first on peer '{first.name}' "
+                                   f"at line {first.position.lineno})")
+        served[shard] = peer
 
     def check_forward(self) -> None:
         if self.forward and self.from_rule and self.from_rule.to in self.forward.suffixes:
@@ -272,15 +350,20 @@ class _AggregationsState:
         where = Position(self.header.at.path, self.header.at.lineno, 1)
         if self.from_rule is None:
             raise config_error(where, f"aggregations section '{self.name}' has no 'from' line")
-        if self.local is None:
+        peers = tuple(decl.peer for decl in self.peers)
+        if not any(peer.role is PeerRole.LOCAL for peer in peers):
             raise config_error(where, f"aggregations section '{self.name}' has no local peer "
                                       "(mark this aggregator's peer line with 'local')")
+        self.check_peers()
         forward = self.forward.suffixes if self.forward else ()
         dynamic = self.dynamic.count if self.dynamic else 0
-        return Aggregations(self.name, tuple(self.peers), self.from_rule, forward, self.header.at, dynamic)
+        shards, shards_at = (self.shards.count, self.shards.position) if self.shards else (None, None)
+        return Aggregations(self.name, peers, self.from_rule, forward, self.header.at, dynamic,
+                            shards, shards_at)
 
 
-def check_once(keyword: str, previous: FromRule | _ForwardDecl | _DynamicDecl | None, at: Position) -> None:
+def check_once(keyword: str, previous: FromRule | _ForwardDecl | _DynamicDecl | _ShardsDecl | None,
+               at: Position) -> None:
     """Fail at *at* if a line that may appear once per section was already seen."""
     if previous is not None:
         raise config_error(at, f"duplicate '{keyword}' line "

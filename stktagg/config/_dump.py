@@ -101,6 +101,8 @@ def dump_stats_socket(sock: StatsSocket) -> str:
 def dump_aggregations(section: Aggregations) -> str:
     """Render one aggregations section."""
     out = f"aggregations {quote_word(section.name)}\n"
+    if section.shards is not None:
+        out += _line("shards", str(section.shards))
     out += "".join(dump_peer(peer) for peer in section.peers)
     rule = section.from_rule
     source = ",".join(rule.suffixes) or "any"
@@ -120,6 +122,8 @@ def dump_peer(peer: Peer) -> str:
         words.append(peer.role.value)
     if peer.group is not None:
         words += ["group", quote_word(peer.group)]
+    if peer.shard is not None:
+        words += ["shard", str(peer.shard)]
     if peer.ssl:
         words.append("ssl")
     for keyword, value in (("crt", peer.crt), ("ca-file", peer.ca_file)):

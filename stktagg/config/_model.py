@@ -161,6 +161,8 @@ class Peer:
     position: Position
     crt_position: Position | None = None
     ca_file_position: Position | None = None
+    #: the key shard (1..``shards``) this peer serves (``shard <i>``); None: every key
+    shard: int | None = None
 
 
 def table_suffix(table_name: str) -> str:
@@ -272,18 +274,27 @@ class Aggregations:
     position: Position
     #: undeclared peers accepted at most (``dynamic-peers <n>``); 0: only declared peers
     dynamic_peers: int = 0
+    #: how many shards HAProxy splits the keys into (``shards <n>``); None: no shards
+    shards: int | None = None
+    #: where the ``shards`` keyword is (None without it)
+    shards_position: Position | None = None
 
     @property
     def local_peer(self) -> Peer:
-        """The peer marked ``local`` (this aggregator)."""
+        """The (first) peer marked ``local`` (this aggregator)."""
         for peer in self.peers:
             if peer.role is PeerRole.LOCAL:
                 return peer
         raise LookupError(f"aggregations section '{self.name}' has no local peer")
 
     @property
+    def local_peers(self) -> tuple[Peer, ...]:
+        """Every peer marked ``local``, in file order: one, or one per local shard."""
+        return tuple(p for p in self.peers if p.role is PeerRole.LOCAL)
+
+    @property
     def remote_peers(self) -> tuple[Peer, ...]:
-        """Every peer but the local one, in file order."""
+        """Every peer but the local ones, in file order."""
         return tuple(p for p in self.peers if p.role is not PeerRole.LOCAL)
 
     @property

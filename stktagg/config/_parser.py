@@ -34,7 +34,8 @@ This module does no I/O except in :func:`load` (read the file).
 #   LEVEL         = "emerg" | "alert" | "crit" | "err" | "warning" | "notice"
 #                 | "info" | "debug"                  (the level, then the minimum level)
 #   aggregations-section = "aggregations" ID { aggregations-line }
-#                   (ids unique; exactly one "local" peer; exactly one "from" line)
+#                   (ids unique; exactly one "local" peer, or with "shards" at least one
+#                   and each with "shard"; exactly one "from" line)
 #   aggregations-line
 #                 = "peer" NAME ADDRESS { peer-option }  (names unique; port required)
 #                 | "from" "any" "to" SUFFIX
@@ -42,8 +43,11 @@ This module does no I/O except in :func:`load` (read the file).
 #                   (the "to" suffix is not in the list)
 #                 | "forward" SUFFIX-LIST             (once; not the "to" suffix)
 #                 | "dynamic-peers" N                 (once; default 0: declared peers only)
+#                 | "shards" N                        (once, anywhere in the section; 1..64)
 #   peer-option   = "local" | "up" | "down"           (at most one; none means "down")
 #                 | "group" ID                        (up peers only; not "peer:...")
+#                 | "shard" N                         (needs "shards"; 1..shards; one peer
+#                                                      per shard, local or not)
 #                 | "ssl" | "crt" PATH | "ca-file" PATH
 #                 | "verify" ( "none" | "optional" | "required" )
 #                   (any order, each at most once; "crt", "ca-file", "verify" need "ssl")

@@ -138,3 +138,12 @@ def parse_count(line: Line, pos: int) -> tuple[int, int]:
     if not token.text.isdigit() or int(token.text) < 1 or not token.text.isascii():
         raise config_error(token.at, f"'{line[0].text}' expects a whole number of at least 1, not '{token.text}'")
     return pos, int(token.text)
+
+
+def number_in_range(token: Token, owner: Token, low: int, high: int) -> int:
+    """The token as a whole number from *low* to *high* (``shards <n>``, ``shard <i>``)."""
+    text = token.text
+    if not (text.isascii() and text.isdigit() and len(text) <= 20 and low <= int(text) <= high):
+        raise config_error(token.at, f"'{owner.text}' expects a whole number from {low} to {high}, "
+                                     f"not '{text}'")
+    return int(text)
