@@ -11,25 +11,36 @@ the target sends back, and reports one JSON line and a readable table:
 - pushed back: aggregate updates/s received, per session;
 - latency: from an update of a probe key on session 0 to the aggregate
   showing it on session 1 (p50/p95/p99), probes at a low rate during the load;
-- target CPU (share of one core) and RSS; the benchmark's own CPU, and which
-  side was the bottleneck.
+- target CPU (share of one core, and per acked update) and RSS; the
+  benchmark's own CPU, and which side was the bottleneck.
 
-``--spawn stktagg`` or ``--spawn haproxy`` starts the target itself on
-loopback with a generated configuration (the same table for both:
-``type ip`` storing ``http_req_cnt,http_req_rate(10s)``), so one command
-gives comparable figures for the aggregator and for HAProxy's own ingest.
+``--spawn stktagg``, ``--spawn naive`` or ``--spawn haproxy`` starts the
+target itself on loopback with a generated configuration (the same table for
+all: ``type ip`` storing ``http_req_cnt,http_req_rate(10s)``), so one command
+gives comparable figures for the aggregator, for the naive reference
+aggregator (``contrib/naive_aggregator.py``: decode, sum, re-encode, push,
+nothing more) and for HAProxy's own ingest. ``--compare stktagg,naive`` runs
+the same measurement (same peers, keys, duration and stream) against each
+target in turn and prints one row per target.
 
-The stream is pre-encoded: one 0x80 update, then 0x81 incremental updates
-(no id in the message), so a pass over the keys is a fixed byte string
-re-sent as is; values alternate between passes so every pass changes every
-aggregate. Sessions run in several processes (``--processes``) so that the
-benchmark is not the bottleneck; when it is anyway, the report says so.
-Probe keys (10.255.0.0/16) never collide with bulk keys (20.0.0.0/8).
+The stream (``--updates explicit``, the default) is made of 0x80 updates,
+each with its own 4-byte update id, as recommended to talk to every HAProxy
+version (peers-protocol.md §5.2). A pass over the keys is a pre-built
+template; the ids are patched into it just before each write (an array of
+ids spread over the messages with strided slice assignment, all in C), so
+ids increase across passes and the ack's id is the session's number of
+updates taken. ``--updates implied`` sends the older stream: one 0x80, then
+0x81 updates with implied ids, a fixed byte string re-sent as is. Either way
+the values alternate between passes so every pass changes every aggregate.
+Sessions run in several processes (``--processes``) so that the benchmark is
+not the bottleneck; when it is anyway, the report says so. Probe keys
+(10.255.0.0/16) never collide with bulk keys (20.0.0.0/8).
 """
 
 from __future__ import annotations
 
 import argparse
+import array
 import json
 import multiprocessing
 import os
@@ -90,6 +101,37 @@ def pass_buffer(keys: int, offset: int, value: int) -> bytes:
     return b"".join(incremental(bulk_key((offset + i) % keys), value) for i in range(keys))
 
 
+#: Every bulk 0x80 message has this length (values 1 and 2 are one-byte varints) and its
+#: be32 id at this offset (after class, type and the one-byte length).
+EXPLICIT_LEN = len(explicit(0, bulk_key(0), 1))
+EXPLICIT_ID_AT = 3
+
+
+def explicit_template(keys: int, value: int) -> bytes:
+    """Every key once as 0x80 updates whose ids are left to ``patch_ids``."""
+    return b"".join(explicit(0, bulk_key(i), value) for i in range(keys))
+
+
+def patch_ids(buf: bytearray, start: int, count: int, first_id: int) -> None:
+    """Write ids ``first_id``, ``first_id + 1``, ... into the ``count`` messages at ``start``.
+
+    The ids are built as one big-endian array, and each of its 4 byte columns is
+    assigned to the template with a strided slice: a few C calls per write,
+    about 4 times cheaper than a ``struct.pack_into`` per message.
+    """
+    if count <= 0:
+        return
+    ids = array.array("I", range(first_id, first_id + count)) if first_id + count <= 1 << 32 else \
+        array.array("I", ((first_id + i) & 0xFFFFFFFF for i in range(count)))
+    if sys.byteorder == "little":
+        ids.byteswap()
+    raw = ids.tobytes()
+    at = start + EXPLICIT_ID_AT
+    stop = start + count * EXPLICIT_LEN
+    for byte in range(4):
+        buf[at + byte:stop:EXPLICIT_LEN] = raw[byte::4]
+
+
 @dataclass
 class SessionResult:
     name: str
@@ -115,6 +157,9 @@ class _Session:
     acked: int = 0
     pushed: int = 0
     tokens: float = 0.0  #: updates this session may still send (fixed-rate mode)
+    explicit: bool = False  #: ids patched into the pass buffers before each write
+    next_id: int = 1  #: explicit mode: the id of the next update written (ids = update ordinals)
+    patched: int = 0  #: explicit mode: ids are right up to this offset of the current pass
 
 
 def _frame_walk(session: _Session, probes_sent: dict, latencies: list, out_control: list) -> None:
@@ -185,7 +230,13 @@ def run_sessions(args: argparse.Namespace, names: list[str], first_index: int, r
     sessions = []
     # Built before connecting (a million keys take seconds; a silent session
     # would be dropped): one pass per value, each session a rotation of it.
-    bases = (pass_buffer(args.keys, 0, 1), pass_buffer(args.keys, 0, 2))
+    explicit_ids = args.updates == "explicit"
+    if explicit_ids:
+        message_len = EXPLICIT_LEN
+        bases = (explicit_template(args.keys, 1), explicit_template(args.keys, 2))
+    else:
+        message_len = len(incremental(bulk_key(0), 1))
+        bases = (pass_buffer(args.keys, 0, 1), pass_buffer(args.keys, 0, 2))
     for i, name in enumerate(names):
         index = first_index + i
         sock = socket.create_connection((host.strip("[]"), int(port)), timeout=5)
@@ -195,14 +246,18 @@ def run_sessions(args: argparse.Namespace, names: list[str], first_index: int, r
         s = _Session(name, sock, observer=(index == 1 or args.peers == 1), prober=(index == 0))
         s.inbuf += rest
         offset = (index * args.keys) // max(1, args.peers)
-        cut = offset * len(incremental(bulk_key(0), 1))
-        s.passes = tuple(base[cut:] + base[:cut] for base in bases)
-        s.out.append(definition_message() + explicit(1, bulk_key(offset), 1))
-        s.pos = len(incremental(bulk_key(0), 1))  # the explicit update stood for the first key
-        s.sent = 1
+        cut = offset * message_len
+        if explicit_ids:
+            s.explicit = True
+            s.passes = tuple(bytearray(base[cut:] + base[:cut]) for base in bases)
+            s.out.append(definition_message())
+        else:
+            s.passes = tuple(base[cut:] + base[:cut] for base in bases)
+            s.out.append(definition_message() + explicit(1, bulk_key(offset), 1))
+            s.pos = message_len  # the explicit update stood for the first key
+            s.sent = 1
         sessions.append(s)
         sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, s)
-    message_len = len(incremental(bulk_key(0), 1))
     probes: dict = {}
     latencies: list = []
     probe_value = 0
@@ -227,8 +282,7 @@ def run_sessions(args: argparse.Namespace, names: list[str], first_index: int, r
             probe_value += 1
             key = PROBE_PREFIX + bytes((probe_value >> 8 & 0xFF, probe_value & 0xFF))
             probes[(key, probe_value)] = now
-            sessions[0].out.append(incremental(key, probe_value))
-            sessions[0].sent += 1
+            _queue_update(sessions[0], key, probe_value)
             next_probe = now + 1.0 / args.probe_rate
         if now >= next_beat:
             for s in sessions:
@@ -256,6 +310,17 @@ def run_sessions(args: argparse.Namespace, names: list[str], first_index: int, r
         s.sock.close()
 
 
+def _queue_update(s: _Session, key: bytes, value: int) -> None:
+    """Queue one update (a probe) before the bulk stream, with the next id in explicit mode."""
+    if s.explicit:  # it takes the next id: the pass's ids after it move on by one
+        s.out.append(explicit(s.next_id, key, value))
+        s.next_id += 1
+        s.patched = s.pos
+    else:
+        s.out.append(incremental(key, value))
+    s.sent += 1
+
+
 def _write(s: _Session, message_len: int, budget: float | None) -> int:
     """Write queued control bytes, then up to ``budget`` bulk updates; returns the updates written."""
     while s.out:
@@ -273,6 +338,10 @@ def _write(s: _Session, message_len: int, budget: float | None) -> int:
         return 0
     buf = s.passes[s.pass_index]
     stop = min(len(buf), s.pos + count * message_len)
+    if s.explicit and s.patched < stop:  # ids = the session's update ordinals, from next_id on
+        start = max(s.pos, s.patched)
+        patch_ids(buf, start, (stop - start) // message_len, s.next_id + (start - s.pos) // message_len)
+        s.patched = stop
     try:
         n = s.sock.send(memoryview(buf)[s.pos:stop])
     except BlockingIOError:
@@ -283,8 +352,9 @@ def _write(s: _Session, message_len: int, budget: float | None) -> int:
         whole += message_len
     s.pos += whole
     s.sent += whole // message_len
+    s.next_id += whole // message_len
     if s.pos >= len(buf):
-        s.pos = 0
+        s.pos = s.patched = 0
         s.pass_index ^= 1
     return whole // message_len
 
@@ -316,6 +386,9 @@ def spawn_target(kind: str, args: argparse.Namespace, workdir: str) -> subproces
         open(path, "w").write("\n".join(lines) + "\n")
         entry = str(ROOT / "hapee_stktagg.py")
         argv = [sys.executable, entry, "-f", path, *(["-W", str(args.workers)] if args.workers is not None else [])]
+    elif kind == "naive":  # the reference aggregator takes any peer name: no config
+        argv = [sys.executable, str(ROOT / "contrib" / "naive_aggregator.py"),
+                "--listen", args.target, "--name", args.target_name]
     else:
         lines = ["global", f"    localpeer {args.target_name}", "    nbthread 1",
                  f"    stats socket {workdir}/hap.sock", "backend mytable.local",
@@ -380,7 +453,8 @@ def measure(args: argparse.Namespace) -> dict:
     latencies = [x for r in collected for x in r["latencies"]]
     bench_share = bench_cpu / elapsed / processes
     report = {
-        "target": args.spawn or args.target, "peers": args.peers, "keys": args.keys, "duration_s": round(elapsed, 2),
+        "target": args.spawn or args.target, "updates": args.updates,
+        "peers": args.peers, "keys": args.keys, "duration_s": round(elapsed, 2),
         "offered_rate": args.rate or None,
         "offered_per_s": round(sent / elapsed), "acked_per_s": round(acked / elapsed),
         "pushed_back_per_s_per_session": round(max(pushed) / elapsed) if pushed else 0,
@@ -389,6 +463,8 @@ def measure(args: argparse.Namespace) -> dict:
                                     ("p99", percentile(latencies, 99)))},
         "probes": len(latencies),
         "target_cpu_cores": round(target_cpu, 2) if target_cpu is not None else None,
+        "target_cpu_us_per_update": (round(target_cpu * elapsed / acked * 1e6, 2)
+                                     if target_cpu is not None and acked else None),
         "target_rss_bytes": _proc_rss(target_pid) if target_pid else None,
         "bench_cpu_per_process": round(bench_share, 2), "bench_processes": processes,
         "errors": [r["error"] for r in collected if r["error"]],
@@ -431,13 +507,41 @@ def render(report: dict) -> str:
         ("pushed back /s per session", report["pushed_back_per_s_per_session"]),
         ("latency p50/p95/p99 ms", "/".join(str(report["latency_ms"][p]) for p in ("p50", "p95", "p99"))
          + f" ({report['probes']} probes)"),
-        ("target CPU (cores)", report["target_cpu_cores"]), ("target RSS", report["target_rss_bytes"]),
-        ("target RSS per key", report["rss_per_key_bytes"]),
+        ("updates", report["updates"]),
+        ("target CPU (cores)", report["target_cpu_cores"]),
+        ("target CPU per update (us)", report["target_cpu_us_per_update"]),
+        ("target RSS", report["target_rss_bytes"]), ("target RSS per key", report["rss_per_key_bytes"]),
         ("benchmark CPU per process", f"{report['bench_cpu_per_process']} x {report['bench_processes']}"),
         ("bottleneck", report["bottleneck"]),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def render_comparison(reports: list[dict]) -> str:
+    """One row per target of ``--compare``."""
+    def fmt(value, spec: str = ",") -> str:
+        return "-" if value is None else format(value, spec)
+
+    head = ("target", "acked/s", "pushed/s/session", "latency p50/p99 ms", "CPU us/update",
+            "target CPU", "RSS MB", "bench CPU", "bottleneck")
+    rows = [head]
+    for r in reports:
+        rss = r["target_rss_bytes"]
+        rows.append((
+            r["target"], fmt(r["acked_per_s"]), fmt(r["pushed_back_per_s_per_session"]),
+            f"{fmt(r['latency_ms']['p50'])} / {fmt(r['latency_ms']['p99'])}",
+            fmt(r["target_cpu_us_per_update"], ".2f"), fmt(r["target_cpu_cores"], ".2f"),
+            fmt(rss / 1e6 if rss else None, ".0f"), f"{r['bench_cpu_per_process']} x {r['bench_processes']}",
+            r["bottleneck"].split(" (")[0] + (" (errors)" if r["errors"] else ""),
+        ))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(str(c).ljust(w) if i in (0, 8) else str(c).rjust(w)
+                       for i, (c, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    r = reports[0]
+    return "\n".join([f"{r['peers']} peers, {r['keys']} keys, {r['updates']} ids, "
+                      f"offered {'as fast as taken' if not r['offered_rate'] else r['offered_rate']}"] + lines)
 
 
 def measure_rebuild(args: argparse.Namespace, workdir: str) -> dict:
@@ -503,12 +607,19 @@ def _applied_updates(socket_path: str) -> int:
     return total
 
 
+SPAWNABLE = ("stktagg", "naive", "haproxy")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python3 contrib/bench.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--target", default="127.0.0.1:11100", help="ip:port of the target's peers listener")
     p.add_argument("--target-name", default="AGGR", help="the target's local peer name")
     p.add_argument("--target-pid", type=int, help="pid of the target, for its CPU and RSS")
-    p.add_argument("--spawn", choices=("stktagg", "haproxy"), help="start the target with a generated config")
+    p.add_argument("--spawn", choices=SPAWNABLE, help="start the target with a generated config")
+    p.add_argument("--compare", metavar="T1,T2,...",
+                   help="run the same measurement against each of these spawned targets in turn (e.g. stktagg,naive)")
+    p.add_argument("--updates", choices=("explicit", "implied"), default="explicit",
+                   help="explicit: 0x80 updates, each with its id (default); implied: one 0x80 then 0x81 updates")
     p.add_argument("--workers", type=int, help="with --spawn stktagg: its worker threads (-W; 0: none, apply in the I/O thread)")
     p.add_argument("--peers", type=int, default=4)
     p.add_argument("--keys", type=int, default=100_000)
@@ -519,7 +630,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     p.add_argument("--rebuild", action="store_true",
                    help="measure how fast a freshly started aggregator rebuilds every key (implies --spawn stktagg)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.compare:
+        args.compare = [t.strip() for t in args.compare.split(",") if t.strip()]
+        unknown = [t for t in args.compare if t not in SPAWNABLE]
+        if unknown or not args.compare:
+            p.error(f"--compare: spawnable targets are {', '.join(SPAWNABLE)} (got {', '.join(unknown) or 'none'})")
+        if args.spawn or args.rebuild:
+            p.error("--compare spawns its targets itself: no --spawn or --rebuild with it")
+    return args
+
+
+def _measure_spawned(args: argparse.Namespace, workdir: str) -> dict:
+    os.makedirs(workdir, exist_ok=True)
+    target = spawn_target(args.spawn, args, workdir)
+    args.target_pid = target.pid
+    try:
+        return measure(args)
+    finally:
+        target.terminate()
+        target.wait(10)
+        args.target_pid = None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -530,6 +661,15 @@ def main(argv: list[str] | None = None) -> int:
         report = measure_rebuild(args, workdir)
         print(json.dumps(report))
         return 0 if report.get("rebuild_s") is not None else 1
+    if args.compare:  # the same stream against each target in turn, each started afresh
+        reports = []
+        for kind in args.compare:
+            args.spawn = kind
+            reports.append(_measure_spawned(args, os.path.join(workdir, kind)))
+            print(json.dumps(reports[-1]), flush=True)
+        if not args.json:
+            print(render_comparison(reports))
+        return 0 if not any(r["errors"] for r in reports) else 1
     try:
         if args.spawn:
             target = spawn_target(args.spawn, args, workdir)
