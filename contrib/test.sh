@@ -47,6 +47,7 @@ UNIT_TESTS=(
     tests/test_aggregation.py tests/test_loop.py tests/test_transport.py tests/test_workers.py
     tests/test_yaml.py tests/test_layering.py tests/test_tls.py
     tests/test_wire.py tests/test_session.py tests/test_wire_properties.py
+    tests/test_config_shards.py tests/test_collector.py tests/test_shards.py tests/test_shardproxy.py
 )
 if [ "$#" -eq 0 ]; then
     real=$(date +%s)

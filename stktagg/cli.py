@@ -1,7 +1,9 @@
 """The runtime CLI on the stats socket, as HAProxy's runtime API.
 
 Commands (``help`` lists them): ``show aggrs``, ``show table``, ``show peers``,
-``show info``, each with a ``json`` form; ``clear table``; ``prompt`` and
+``show info``, each with a ``json`` form; ``show metrics`` (the Prometheus
+text of ``metrics.render``: a sharded daemon's main process asks each shard
+process for it, see ``shardproxy``); ``clear table``; ``prompt`` and
 ``quit``. Several commands may share a line, separated by ``;``.
 
 Handlers are pure functions: ``handler(args, status, now, commands)`` reads
@@ -33,7 +35,7 @@ taught us after our request): a working session shows 0x7. ``push`` and
 for the last resync answer).
 
 Imports ``clock`` (the table-time conversion), ``datatypes``, ``errors``,
-``schema``, ``status`` and ``table`` (table modes).
+``metrics`` (``show metrics``), ``schema``, ``status`` and ``table`` (table modes).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from typing import Callable
 from .clock import table_ms
 from .datatypes import read_rate
 from .errors import CliError
+from .metrics import render as render_metrics
 from .schema import Field, KeyType, StdType, format_key, integer_key
 from .status import ClearTable, Commands, LoopStats, SectionStatus, Status, StatusSource, TableStatus
 from .table import TableMode
@@ -63,6 +66,8 @@ show table <aggregations> <table> [key <k>] [data.<type> <op> <value>]... [json]
 show peers [json]                        : every peer session: state, address, TLS, traffic, errors
 show info [json]                         : version, uptime, tables, entries, update rates,
                                            the event loop's turn durations
+show metrics                             : the Prometheus metrics (text format), as the
+                                           metrics endpoint serves them
 clear table <aggregations> <table> [key <k>]
                                          : forget entries (all, or one key), and clear the
                                            nodes' aggregates of them
@@ -401,6 +406,12 @@ def cmd_show_info(args: list[str], status: Status, now: float, commands: Command
     return _show(args, "show info [json]", info_data, render_info, status, now)
 
 
+def cmd_show_metrics(args: list[str], status: Status, now: float, commands: Commands) -> str:
+    """The metrics endpoint's text: how a sharded daemon's main process gets each shard's metrics."""
+    _no_more(args, "show metrics")
+    return render_metrics(status)
+
+
 # -- clear table -------------------------------------------------------------------------------------
 
 
@@ -426,6 +437,7 @@ COMMANDS: dict[tuple[str, ...], Handler] = {
     ("show", "table"): cmd_show_table,
     ("show", "peers"): cmd_show_peers,
     ("show", "info"): cmd_show_info,
+    ("show", "metrics"): cmd_show_metrics,
     ("clear", "table"): cmd_clear_table,
 }
 
@@ -504,6 +516,27 @@ def _text(name: bytes) -> str:
     return name.decode("utf-8", "backslashreplace")
 
 
+#: ``take_line``'s answer when more than MAX_COMMAND_LINE bytes came without an end of line.
+TOO_LONG = b"\0too long"
+
+
+def take_line(buffer: bytearray, eof: bool) -> bytes | None:
+    """The next command line, removed from ``buffer``: up to its newline, or at the end of the
+    input what is left; TOO_LONG past MAX_COMMAND_LINE bytes without a newline; None for none yet."""
+    end = buffer.find(b"\n")
+    if end >= 0:
+        line = bytes(buffer[:end])
+        del buffer[:end + 1]
+        return line
+    if len(buffer) > MAX_COMMAND_LINE:
+        return TOO_LONG
+    if eof and buffer:
+        line = bytes(buffer)
+        buffer.clear()
+        return line
+    return None
+
+
 class CliConnection:
     """Transport protocol of one stats socket connection.
 
@@ -561,16 +594,10 @@ class CliConnection:
     def _serve(self) -> None:
         """Answer the lines received, in order, while no answer is being written."""
         while self.transport is not None and self._stream is None:
-            end = self._buffer.find(b"\n")
-            if end >= 0:
-                line = bytes(self._buffer[:end])
-                del self._buffer[:end + 1]
-                self._answer(line)
-            elif len(self._buffer) > MAX_COMMAND_LINE:
+            line = take_line(self._buffer, self._eof)
+            if line is TOO_LONG:
                 self._reply("Command line too long\n", close=True)
-            elif self._eof and self._buffer:
-                line = bytes(self._buffer)
-                self._buffer.clear()
+            elif line is not None:
                 self._answer(line)
             elif self._eof:
                 self.transport.close()

@@ -9,10 +9,12 @@ of the signal handlers and of daemonisation, and it makes the process's one
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import grp
 import logging
 import os
 import pwd
+import shutil
 import signal
 import sys
 import tempfile
@@ -25,6 +27,8 @@ from .errors import ConfigError
 from .loop import Reactor
 from .metrics import MetricsConnection
 from .server import Server
+from .shardproxy import Shard, ShardedCliConnection, ShardedMetricsConnection
+from .shards import Supervisor, is_sharded, plan, shard_command, write_configs
 from .tls import section_contexts
 
 log = logging.getLogger("stktagg")
@@ -84,15 +88,11 @@ def load_checked(path: str) -> Config:
         check_cpus(config, set(os.sched_getaffinity(0)))
     listeners: dict[tuple[str, int], bool] = {}
     for section in config.aggregations:
-        if section.shards is not None:
-            # Parsed and checked (issue 15), not served yet: refuse rather than serve shard 1 alone.
-            raise config_error(section.shards_position or section.position,
-                               "shards are not served yet (each local shard will run in its own process)")
         section_contexts(section)  # loads every certificate and CA now, errors at their line
-        local = section.local_peer
-        where = (local.address.host, local.address.port)
-        if listeners.setdefault(where, local.ssl) != local.ssl:
-            raise config_error(local.position, f"sections listening on {local.address} disagree on 'ssl'")
+        for local in section.local_peers:
+            where = (local.address.host, local.address.port)
+            if listeners.setdefault(where, local.ssl) != local.ssl:
+                raise config_error(local.position, f"sections listening on {local.address} disagree on 'ssl'")
     return config
 
 
@@ -128,17 +128,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(config: Config, args: argparse.Namespace, daemon: bool) -> int:
+    if is_sharded(config):
+        return run_sharded(config, args, daemon)
     clock = Clock()
     reactor = Reactor(clock=clock.now)
     server = Server(config, reactor, clock, workers=max(0, args.workers), cli_factory=CliConnection,
                     metrics_factory=MetricsConnection)
-    try:
-        server.bind()
-        chown_stats_sockets(config)
-    except (OSError, KeyError) as exc:
-        log.error("cannot bind: %s", exc)
-        server.stop()
-        reactor.close()
+    if not _bind(server, reactor, config):
         return EXIT_RUNTIME
     if config.global_.cpu_map:
         os.sched_setaffinity(0, set(config.global_.cpu_map))
@@ -162,6 +158,71 @@ def run(config: Config, args: argparse.Namespace, daemon: bool) -> int:
             remove_pidfile(pidfile)
     log.info("stopped")
     return EXIT_OK
+
+
+def run_sharded(config: Config, args: argparse.Namespace, daemon: bool) -> int:
+    """A configuration with shards: this process supervises one process per local shard (``shards``)
+    and answers the stats sockets and metrics for all of them (``shardproxy``)."""
+    run_dir = tempfile.mkdtemp(prefix="hapee-stktagg-")
+    plans = plan(config, run_dir)
+    write_configs(plans)
+    clock = Clock()
+    reactor = Reactor(clock=clock.now)
+    supervisor = Supervisor(reactor, clock.now, plans,
+                            lambda p: shard_command(p, debug=args.debug, workers=max(0, args.workers),
+                                                      user=args.user, group=args.group))
+    shards = [Shard(p.label, p.cli_path) for p in plans]
+    front = dataclasses.replace(config, aggregations=())
+    server = Server(front, reactor, clock, workers=0,
+                    cli_factory=lambda _: ShardedCliConnection(reactor, lambda: shards),
+                    metrics_factory=lambda _: ShardedMetricsConnection(reactor, lambda: shards))
+    if not _bind(server, reactor, config):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return EXIT_RUNTIME
+    pidfile = args.pidfile or config.global_.pidfile
+    if daemon:
+        daemonize()
+    if pidfile:
+        write_pidfile(pidfile)
+    user, group = args.user or config.global_.user, args.group or config.global_.group
+    if user is not None:
+        os.chown(run_dir, _uid(user), _gid(group) if group is not None else -1)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        reactor.add_signal_handler(signum, _stop, reactor, signum)
+    reactor.add_signal_handler(signal.SIGHUP, _reopen_logs_everywhere, supervisor)
+    supervisor.start()  # before dropping privileges: a shard may listen on a port below 1024
+    drop_privileges(user, group)
+    server.start()
+    log.info("hapee-stktagg %s started: %d shard process(es)", __version__, len(plans))
+    try:
+        reactor.run_forever()
+    finally:
+        supervisor.stop()
+        server.stop()
+        reactor.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if pidfile:
+            remove_pidfile(pidfile)
+    log.info("stopped")
+    return EXIT_OK
+
+
+def _bind(server: Server, reactor: Reactor, config: Config) -> bool:
+    """Open the listening sockets (as root, before privileges are dropped); False when one fails."""
+    try:
+        server.bind()
+        chown_stats_sockets(config)
+    except (OSError, KeyError) as exc:
+        log.error("cannot bind: %s", exc)
+        server.stop()
+        reactor.close()
+        return False
+    return True
+
+
+def _reopen_logs_everywhere(supervisor: Supervisor) -> None:
+    _reopen_logs()
+    supervisor.signal_all(signal.SIGHUP)
 
 
 def _stop(reactor: Reactor, signum: int) -> None:
@@ -212,7 +273,14 @@ def _gid(group: str) -> int:
 
 
 def drop_privileges(user: str | None, group: str | None) -> None:
-    """Set the group then the user (names or numbers), after the sockets are bound."""
+    """Set the group then the user (names or numbers), after the sockets are bound.
+
+    Nothing to do when already that user and group: a shard process restarted by a
+    main process that has dropped its privileges runs as them already.
+    """
+    if os.geteuid() != 0 and (user is None or _uid(user) == os.geteuid()) \
+            and (group is None or _gid(group) == os.getegid()):
+        return
     if group is not None:
         gid = _gid(group)
         os.setgroups([gid])

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import resource
 import time
+from dataclasses import dataclass
 
 from .status import Status, StatusSource
 
@@ -157,29 +158,52 @@ class MetricsConnection:
         self.transport = None
 
     def _answer(self) -> None:
-        line = bytes(self._buffer).split(b"\n", 1)[0].decode("latin-1").strip()
-        parts = line.split()
-        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-            self._send(400, "text/plain", "bad request\n")
-        elif parts[0] not in ("GET", "HEAD"):
-            self._send(405, "text/plain", "only GET\n")
-        elif parts[1].split("?", 1)[0] != "/metrics":
-            self._send(404, "text/plain", "see /metrics\n")
+        verdict = read_request(bytes(self._buffer))
+        if isinstance(verdict, HttpError):
+            self._send(verdict.status, "text/plain", verdict.body)
         else:
-            body = render(self.source.status())
-            self._send(200, "text/plain; version=0.0.4; charset=utf-8", body, head_only=parts[0] == "HEAD")
+            self._send(200, CONTENT_TYPE, render(self.source.status()), head_only=verdict)
 
     def _send(self, status: int, content_type: str, body: str, head_only: bool = False) -> None:
         if self.transport is None:
             return
-        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-                  431: "Request Header Fields Too Large"}[status]
-        data = body.encode()
-        head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len(data)}\r\n"
-                f"Connection: close\r\nDate: {_http_date(self.source.clock.wall())}\r\n\r\n")
-        self.transport.write(head.encode() + (b"" if head_only else data))
+        self.transport.write(http_response(status, content_type, body, self.source.clock.wall(), head_only))
         self.transport.close()
         self.transport = None
+
+
+#: The metrics' media type (Prometheus text format 0.0.4).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            431: "Request Header Fields Too Large"}
+
+
+@dataclass(frozen=True, slots=True)
+class HttpError:
+    """A request the metrics endpoint refuses: the status and the plain-text body to answer."""
+
+    status: int
+    body: str
+
+
+def read_request(request: bytes) -> HttpError | bool:
+    """The verdict on a request's head: an ``HttpError``, or whether only the head is wanted (``HEAD``)."""
+    parts = request.split(b"\n", 1)[0].decode("latin-1").strip().split()
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        return HttpError(400, "bad request\n")
+    if parts[0] not in ("GET", "HEAD"):
+        return HttpError(405, "only GET\n")
+    if parts[1].split("?", 1)[0] != "/metrics":
+        return HttpError(404, "see /metrics\n")
+    return parts[0] == "HEAD"
+
+
+def http_response(status: int, content_type: str, body: str, wall: float, head_only: bool = False) -> bytes:
+    """A whole HTTP/1.1 answer that closes the connection."""
+    data = body.encode()
+    head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\nContent-Length: {len(data)}"
+            f"\r\nConnection: close\r\nDate: {_http_date(wall)}\r\n\r\n")
+    return head.encode() + (b"" if head_only else data)
 
 
 def _http_date(wall: float) -> str:

@@ -151,6 +151,9 @@ class HaproxyNode:
     #: options for the aggregator's line (e.g. "ssl crt c.pem ca-file ca.pem verify required"):
     #: when set, the peers section uses the bind + server form that TLS needs in HAProxy 2.6.
     peer_tls: str | None = None
+    #: ``shards N`` in the peers section (HAProxy 2.8+), and each aggregator peer's ``shard i``
+    shards: int | None = None
+    aggregator_shards: dict[str, int] = field(default_factory=dict)
     process: subprocess.Popen | None = None
 
     @property
@@ -193,7 +196,11 @@ class HaproxyNode:
                 )
         if self.peer_tls is None:
             lines += ["peers mypeers", f"    peer {self.name} {self.address}:{self.peer_port}"]
-            lines += [f"    peer {name} {addr}:{port}" for name, addr, port in self.aggregators]
+            if self.shards is not None:
+                lines.append(f"    shards {self.shards}")
+            lines += [f"    peer {name} {addr}:{port}"
+                      + (f" shard {self.aggregator_shards[name]}" if name in self.aggregator_shards else "")
+                      for name, addr, port in self.aggregators]
         else:
             lines += ["peers mypeers", f"    bind {self.address}:{self.peer_port}", f"    server {self.name}"]
             # Dial from our own address, as a node in production does.

@@ -59,14 +59,14 @@ def test_check_reports_file_line_column_and_fails(tmp_path):
     assert out.stderr.startswith(f"{cfg}:5:12: ")
 
 
-def test_a_sharded_section_is_refused_until_shards_are_served(tmp_path):
-    """Issue 15 in progress: shards are parsed and checked, not served; nothing starts half-served."""
+def test_check_accepts_a_sharded_section(tmp_path):
+    """Issue 15: several local lines, one per shard served here."""
     cfg = tmp_path / "shards.cfg"
     cfg.write_text("aggregations agg\n    shards 2\n    peer AGGR.1 127.0.0.1:10001 local shard 1\n"
                    "    peer AGGR.2 127.0.0.1:10002 local shard 2\n    peer A 127.0.0.1:10000\n"
                    "    from .local to .aggr\n")
     out = run("-c", "-f", str(cfg))
-    assert out.returncode == 1 and out.stderr.startswith(f"{cfg}:2:5: shards are not served yet")
+    assert out.returncode == 0 and "valid" in out.stdout, out.stderr
 
 
 def test_config_error_stops_startup_without_check_flag(tmp_path):
