@@ -107,21 +107,36 @@ class PushScheduler:
                deadline: float, due: bool) -> tuple[int, bool]:
         """Push the dirty (or the due) keys of ``tables`` until ``budget`` keys or ``deadline``.
 
-        Returns the keys taken and whether some were left for the next turn.
+        The keys of a table's stripes are gathered into pushes of up to
+        PUSH_CHUNK keys: at low rates a round finds a key or two in each of a
+        few stripes, and one push per stripe meant one encoding and one write
+        per session for each of them (issue 15: 0.86 pushes per update at
+        1,000 updates/s). Stripes with nothing to take are skipped without
+        their lock. Returns the keys taken and whether some were left for the
+        next turn.
         """
         used = 0
         for section, table in tables:
-            count = len(table.stripes)
+            count, gathered = len(table.stripes), []
             for step in range(count):
                 stripe = (self._stripe_start + step) % count
+                if not (table.stripes[stripe].due if due else table.stripes[stripe].dirty):
+                    continue
                 while True:
                     if used >= budget or self._clock.now() >= deadline:
+                        if gathered:
+                            self.push(section, table, gathered, now)
                         return used, True
                     changed = table.take_dirty(stripe, ms, PUSH_CHUNK, due=due)
                     if not changed:
                         break
-                    self.push(section, table, changed, now)
+                    gathered += changed
                     used += len(changed)
+                    if len(gathered) >= PUSH_CHUNK:
+                        self.push(section, table, gathered, now)
+                        gathered = []
+            if gathered:
+                self.push(section, table, gathered, now)
         return used, False
 
     def push(self, section: Section, table: AggTable, changed: list, now: float) -> None:
