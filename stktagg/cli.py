@@ -537,7 +537,60 @@ def take_line(buffer: bytearray, eof: bool) -> bytes | None:
     return None
 
 
-class CliConnection:
+class LineServer:
+    """What the stats socket's protocols share: command lines in, answered one at a time, in order.
+
+    A subclass says when it is busy answering (``_answering``) and answers a line
+    (``_answer``) or refuses one (``_reply``). Lines that arrive meanwhile wait;
+    reading stops while more than MAX_COMMAND_LINE bytes wait; a client that
+    half-closes still gets its answers (``eof_received`` keeps the transport open).
+    """
+
+    def __init__(self) -> None:
+        self.transport = None
+        self._buffer = bytearray()
+        self._eof = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        self._serve()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._serve()
+        return True  # half closed: we close once the answers are written
+
+    def _answering(self) -> bool:
+        raise NotImplementedError
+
+    def _answer(self, line: bytes) -> None:
+        raise NotImplementedError
+
+    def _reply(self, text: str, close: bool = False) -> None:
+        raise NotImplementedError
+
+    def _serve(self) -> None:
+        """Answer the lines received, in order, while no answer is under way."""
+        while self.transport is not None and not self._answering():
+            line = take_line(self._buffer, self._eof)
+            if line is TOO_LONG:
+                self._reply("Command line too long\n", close=True)
+            elif line is not None:
+                self._answer(line)
+            elif self._eof:
+                self.transport.close()
+                self.transport = None
+            else:
+                self.transport.resume_reading()  # (if paused while an answer was under way)
+                return
+        if self.transport is not None and len(self._buffer) > MAX_COMMAND_LINE:
+            self.transport.pause_reading()  # until the answer under way is done
+
+
+class CliConnection(LineServer):
     """Transport protocol of one stats socket connection.
 
     Answers are streamed (see "Issue 14: streamed dumps" in
@@ -556,27 +609,13 @@ class CliConnection:
     PROMPT = b"\n> "
 
     def __init__(self, source: StatusSource) -> None:
+        super().__init__()
         self.source = source
-        self.transport = None
         self.interactive = False
-        self._buffer = bytearray()
-        self._eof = False
         self._stream: Answer | None = None  #: the answer being written
         self._started = False  #: its first chunk was taken (later ones get a clock time)
         self._close_after = False  #: close once it is written (one-shot mode)
         self._waiting = False  #: a writable() call was asked for its next step
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        self._serve()
-
-    def eof_received(self) -> bool:
-        self._eof = True
-        self._serve()
-        return True  # half closed: we close once the answers are written
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -591,22 +630,8 @@ class CliConnection:
             self._step()
             self._serve()
 
-    def _serve(self) -> None:
-        """Answer the lines received, in order, while no answer is being written."""
-        while self.transport is not None and self._stream is None:
-            line = take_line(self._buffer, self._eof)
-            if line is TOO_LONG:
-                self._reply("Command line too long\n", close=True)
-            elif line is not None:
-                self._answer(line)
-            elif self._eof:
-                self.transport.close()
-                self.transport = None
-            else:
-                self.transport.resume_reading()  # (if paused while an answer was written)
-                return
-        if self.transport is not None and len(self._buffer) > MAX_COMMAND_LINE:
-            self.transport.pause_reading()  # until the answer being written is done
+    def _answering(self) -> bool:
+        return self._stream is not None
 
     def _answer(self, line: bytes) -> None:
         if len(line) > MAX_COMMAND_LINE:

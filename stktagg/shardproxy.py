@@ -555,7 +555,7 @@ def _command_of(words: list[str]) -> tuple[str, ...] | None:
     return None
 
 
-class ShardedCliConnection:
+class ShardedCliConnection(cli.LineServer):
     """Transport protocol of one connection to the main process's stats socket.
 
     Behaves as ``cli.CliConnection`` (one-shot or ``prompt`` mode, lines and
@@ -571,28 +571,14 @@ class ShardedCliConnection:
     PROMPT = b"\n> "
 
     def __init__(self, reactor: Reactor, shards: Shards) -> None:
+        super().__init__()
         self._reactor = reactor
         self.shards = shards
-        self.transport: StreamTransport | None = None
         self.interactive = False
-        self._buffer = bytearray()
-        self._eof = False
         self._commands: deque[str] | None = None  #: the rest of the line being answered (None: no line)
         self._part: _TableStream | _Collect | None = None  #: the command being answered by the shards
         self._close_after = False  #: close once the line is answered (one-shot mode)
         self._waiting = False  #: a writable() call was asked for
-
-    def connection_made(self, transport: StreamTransport) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        self._serve()
-
-    def eof_received(self) -> bool:
-        self._eof = True
-        self._serve()
-        return True  # half closed: we close once the answers are written
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -612,22 +598,8 @@ class ShardedCliConnection:
             self._next()
             self._serve()
 
-    def _serve(self) -> None:
-        """Answer the lines received, in order, while no line is being answered (as ``CliConnection``)."""
-        while self.transport is not None and self._commands is None:
-            line = cli.take_line(self._buffer, self._eof)
-            if line is cli.TOO_LONG:
-                self._reply("Command line too long\n", close=True)
-            elif line is not None:
-                self._answer(line)
-            elif self._eof:
-                self.transport.close()
-                self.transport = None
-            else:
-                self.transport.resume_reading()
-                return
-        if self.transport is not None and len(self._buffer) > cli.MAX_COMMAND_LINE:
-            self.transport.pause_reading()  # until the line being answered is done
+    def _answering(self) -> bool:
+        return self._commands is not None
 
     def _answer(self, line: bytes) -> None:
         if len(line) > cli.MAX_COMMAND_LINE:

@@ -56,25 +56,28 @@ class CountingTable(AggTable):
         return super().read_keys(stripe_index, keys, now)
 
 
-def fill(keys: int, peers: int) -> CountingTable:
+def fill(keys: int, peers: int, base: int = 0x0A000000, at: float = FILLED) -> CountingTable:
+    """A table of ``keys`` IPv4 keys from ``base``, each with an entry of every peer, written at ``at``."""
     table = CountingTable(DEFINITION, TableMode.AGGREGATE)
     by_stripe: dict[int, list[bytes]] = {}
     for i in range(keys):
-        key = (0x0A000000 + i).to_bytes(4, "big")
+        key = (base + i).to_bytes(4, "big")
         by_stripe.setdefault(table.stripe_of(key), []).append(key)
     for peer in range(peers):
         for stripe, ks in by_stripe.items():
             items = [(k, ((i + peer) % 97, (0, 1 + peer, 0)), None) for i, k in enumerate(ks)]
-            table.apply(stripe, peer, table.fields, items, table_ms(FILLED))
+            table.apply(stripe, peer, table.fields, items, table_ms(at))
     return table
 
 
 class Source:
     """A ``status.StatusSource`` over one section holding ``table``, at a manual clock."""
 
-    def __init__(self, table: AggTable, peers: int) -> None:
+    def __init__(self, table: AggTable, peers: int, clock: ManualClock | None = None,
+                 started: tuple[float, float] = (0.0, 0.0)) -> None:
         self.table = table
-        self.clock = ManualClock(NOW)
+        self.clock = clock if clock is not None else ManualClock(NOW)
+        self.started = started  #: the process's start: clock and wall time
         self.peers = tuple(PeerStatus(f"P{i}", i, PeerRole.DOWN, "127.0.0.1:1", State.ESTABLISHED)
                            for i in range(peers))
 
@@ -82,7 +85,7 @@ class Source:
         t = self.table
         tables = (TableStatus(b"big.aggr", TableMode.AGGREGATE, b"big.local", 3_600_000, len(t), t.changes, t.dropped,
                               t),)
-        return Status((SectionStatus("agg", self.peers, tables),), 1, 0.0, 0.0, 0, 0)
+        return Status((SectionStatus("agg", self.peers, tables),), 1, *self.started, 0, 0)
 
     def clear_table(self, command: ClearTable) -> int:
         return len(self.table.clear(command.key))
@@ -145,6 +148,7 @@ class Client:
         self.transport = transport
         self.data = bytearray()
         self.eof = False
+        self.most_queued = 0  #: the most bytes the server had queued for us when we read
         sock.setblocking(False)
         if read:
             self.start_reading()
@@ -153,6 +157,7 @@ class Client:
         self.reactor.add_reader(self.sock, self._on_readable)
 
     def _on_readable(self) -> None:
+        self.most_queued = max(self.most_queued, self.transport.buffered())
         try:
             chunk = self.sock.recv(256 * 1024)
         except BlockingIOError:

@@ -21,11 +21,10 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from stktagg import cli, metrics
-from stktagg.clock import ManualClock, table_ms
-from stktagg.config import PeerRole, parse
+from stktagg.clock import ManualClock
+from stktagg.config import parse
 from stktagg.loop import Reactor
 from stktagg.server import Server
-from stktagg.session import State
 from stktagg.shardproxy import (
     CONNECT_RETRY,
     MAX_SHARD_ANSWER,
@@ -40,61 +39,14 @@ from stktagg.shardproxy import (
     merge_metrics,
     merge_text,
 )
-from stktagg.status import ClearTable, PeerStatus, SectionStatus, Status, TableStatus
-from stktagg.table import AggTable, TableMode
 from stktagg.transport import READ_SIZE, Listener, StreamTransport
-from stktagg.wire import TableDefinition
+from test_cli_stream import Client, Source, fill
 
 pytestmark = pytest.mark.usefixtures("no_fd_leak")
 
-MASK = (1 << 9) | (1 << 10)  # http_req_cnt, http_req_rate(10s)
-DEFINITION = TableDefinition(0, b"big.aggr", 4, 4, MASK, 3_600_000, ((10, 10_000),))
 START = 1000.0
 WAIT = 60.0  # generous real-time bound for a loaded machine
 SHOW = "show table agg big.aggr"
-
-
-class CountingTable(AggTable):
-    """An ``AggTable`` that counts the reads of a streamed dump (one per chunk)."""
-
-    reads = 0
-
-    def read_keys(self, stripe_index: int, keys: list[bytes], now: int) -> list:
-        self.reads += 1
-        return super().read_keys(stripe_index, keys, now)
-
-
-def fill(keys: int, peers: int, base: int) -> CountingTable:
-    """A table of ``keys`` IPv4 keys from ``base``, each with an entry of every peer."""
-    table = CountingTable(DEFINITION, TableMode.AGGREGATE)
-    by_stripe: dict[int, list[bytes]] = {}
-    for i in range(keys):
-        key = (base + i).to_bytes(4, "big")
-        by_stripe.setdefault(table.stripe_of(key), []).append(key)
-    for peer in range(peers):
-        for stripe, ks in by_stripe.items():
-            items = [(k, ((i + peer) % 97, (0, 1 + peer, 0)), None) for i, k in enumerate(ks)]
-            table.apply(stripe, peer, table.fields, items, table_ms(START))
-    return table
-
-
-class Source:
-    """A shard's ``status.StatusSource``: one section ``agg`` holding ``table``."""
-
-    def __init__(self, clock: ManualClock, table: CountingTable, peers: int) -> None:
-        self.clock = clock
-        self.table = table
-        self.peers = tuple(PeerStatus(f"P{i}", i, PeerRole.DOWN, "127.0.0.1:1", State.ESTABLISHED)
-                           for i in range(peers))
-
-    def status(self) -> Status:
-        t = self.table
-        tables = (TableStatus(b"big.aggr", TableMode.AGGREGATE, b"big.local", 3_600_000, len(t), t.changes, t.dropped,
-                              t),)
-        return Status((SectionStatus("agg", self.peers, tables),), 1, START, 1_000_000_000.0, 0, 0)
-
-    def clear_table(self, command: ClearTable) -> int:
-        return len(self.table.clear(command.key))
 
 
 class FakeShard:
@@ -141,53 +93,6 @@ class FakeShard:
         self.transport = None
 
 
-class Client:
-    """The operator's end of a connection to the main process: collects what arrives (when reading)."""
-
-    def __init__(self, reactor: Reactor, sock: socket.socket, protocol, transport: StreamTransport,
-                 read: bool) -> None:
-        self.reactor = reactor
-        self.sock = sock
-        self.protocol = protocol
-        self.transport = transport
-        self.data = bytearray()
-        self.eof = False
-        self.most_queued = 0  #: the most bytes the main process had queued for us when we read
-        sock.setblocking(False)
-        if read:
-            self.start_reading()
-
-    def start_reading(self) -> None:
-        self.reactor.add_reader(self.sock, self._on_readable)
-
-    def _on_readable(self) -> None:
-        self.most_queued = max(self.most_queued, self.transport.buffered())
-        try:
-            chunk = self.sock.recv(256 * 1024)
-        except BlockingIOError:
-            return
-        if chunk:
-            self.data += chunk
-        else:
-            self.eof = True
-            self.reactor.remove_reader(self.sock)
-
-    def send(self, text: str, shut: bool = False) -> None:
-        self.sock.sendall(text.encode())
-        if shut:
-            self.sock.shutdown(socket.SHUT_WR)
-
-    @property
-    def text(self) -> str:
-        return self.data.decode()
-
-    def close(self) -> None:
-        if self.sock.fileno() >= 0:
-            self.reactor.remove_reader(self.sock)
-            self.sock.close()
-        self.transport.abort()
-
-
 class Bed:
     """One reactor: shard stats sockets in a temporary directory, and clients of the main process."""
 
@@ -232,7 +137,7 @@ class Bed:
         return self.shards[-1]
 
     def source(self, keys: int, peers: int = 2, base: int = 0x0A000000) -> Source:
-        return Source(self.clock, fill(keys, peers, base), peers)
+        return Source(fill(keys, peers, base, START), peers, self.clock, (START, 1_000_000_000.0))
 
     def connect(self, read: bool = True) -> Client:
         ours, theirs = socket.socketpair()
@@ -737,7 +642,7 @@ def check_exposition(text: str) -> dict[str, list[str]]:
 
 class TestMetrics:
     def test_show_metrics_is_the_metrics_endpoints_text(self) -> None:
-        source = Source(ManualClock(START), fill(3, 1, 0x0A000000), 1)
+        source = Source(fill(3, 1, 0x0A000000, START), 1, ManualClock(START), (START, 1_000_000_000.0))
         status = source.status()
         def steady(text: str) -> str:  # the process's CPU time and memory move between two renderings
             return re.sub(r"(?m)^(process_[a-z_]+) .*$", r"\1", text)
