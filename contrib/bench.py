@@ -35,6 +35,29 @@ the values alternate between passes so every pass changes every aggregate.
 Sessions run in several processes (``--processes``) so that the benchmark is
 not the bottleneck; when it is anyway, the report says so. Probe keys
 (10.255.0.0/16) never collide with bulk keys (20.0.0.0/8).
+
+``--warmup S``: the sessions stream for S seconds before the measured window
+(``--duration``) starts, and every figure (sent, acked, pushed, latencies,
+target and benchmark CPU) covers the window only: the fill of a fresh
+aggregator (every key new) is left out. All processes share the parent's start
+time: each session process takes its counters and CPU at start + S and reports
+the differences, the parent samples the target's CPU then (and at the end).
+
+``--shards N``: the target serves N key shards (``shards N``, peers
+``AGGR.1 .. AGGR.N`` on consecutive ports from ``--target``'s, one process
+each; ``--spawn stktagg`` generates that). Each bench node then has N
+connections, one per shard under its own name, and sends each key to exactly
+one shard (key index mod N: a fixed split, as HAProxy's hash of the key is);
+its acks and pushes are summed over its connections. Probe key k goes to
+shard k mod N, from node 0 to node 1's connection to that shard. The target's
+CPU and RSS are summed over its process tree (``target_processes``). In
+``--compare``, ``stktagg:2`` is the aggregator with 2 shards.
+
+``--python CMD`` (default: this interpreter) starts ``--spawn stktagg`` and
+``--spawn naive`` targets with that command prefix (split like a shell), e.g.
+``--python pypy3``. In ``--compare``, ``stktagg@LABEL`` (``naive@LABEL``) uses
+the prefix in the environment variable ``STKTAGG_BENCH_<LABEL>`` (else the
+program ``LABEL`` on the PATH): ``--compare stktagg,stktagg@pypy3``.
 """
 
 from __future__ import annotations
@@ -44,7 +67,9 @@ import array
 import json
 import multiprocessing
 import os
+import re
 import selectors
+import shlex
 import shutil
 import signal
 import socket
@@ -107,9 +132,33 @@ EXPLICIT_LEN = len(explicit(0, bulk_key(0), 1))
 EXPLICIT_ID_AT = 3
 
 
-def explicit_template(keys: int, value: int) -> bytes:
-    """Every key once as 0x80 updates whose ids are left to ``patch_ids``."""
-    return b"".join(explicit(0, bulk_key(i), value) for i in range(keys))
+def explicit_template(keys: int, value: int, indexes=None) -> bytes:
+    """Every key once (or the keys of ``indexes``) as 0x80 updates whose ids are left to ``patch_ids``."""
+    return b"".join(explicit(0, bulk_key(i), value) for i in (range(keys) if indexes is None else indexes))
+
+
+def implied_template(indexes, value: int) -> bytes:
+    """The keys of ``indexes`` once each, as 0x81 updates (implied ids)."""
+    return b"".join(incremental(bulk_key(i), value) for i in indexes)
+
+
+def shard_of(index: int, shards: int) -> int:
+    """The shard (0-based) that bulk key (or probe) ``index`` goes to: fixed per key."""
+    return index % shards
+
+
+def shard_keys(keys: int, shard: int, shards: int) -> range:
+    """The bulk key indexes that go to ``shard`` (0-based) of ``shards``."""
+    return range(shard, keys, shards)
+
+
+def shard_peers(target: str, target_name: str, shards: int) -> list[tuple[str, int, str]]:
+    """(host, port, peer name) of each shard of a target: ``AGGR.1 .. AGGR.N`` on consecutive
+    ports from the target's; unsharded, the target itself under its own name."""
+    host, port = target.rsplit(":", 1)
+    if shards <= 1:
+        return [(host, int(port), target_name)]
+    return [(host, int(port) + i, f"{target_name}.{i + 1}") for i in range(shards)]
 
 
 def patch_ids(buf: bytearray, start: int, count: int, first_id: int) -> None:
@@ -134,11 +183,13 @@ def patch_ids(buf: bytearray, start: int, count: int, first_id: int) -> None:
 
 @dataclass
 class SessionResult:
+    """One connection's counts in the measured window (a node has one per shard)."""
+
     name: str
+    shard: int = 0
     sent: int = 0
     acked: int = 0
     pushed: int = 0
-    latencies: list[float] = field(default_factory=list)
     error: str = ""
 
 
@@ -160,10 +211,12 @@ class _Session:
     explicit: bool = False  #: ids patched into the pass buffers before each write
     next_id: int = 1  #: explicit mode: the id of the next update written (ids = update ordinals)
     patched: int = 0  #: explicit mode: ids are right up to this offset of the current pass
+    shard: int = 0  #: the target's shard this connection goes to (0-based)
 
 
-def _frame_walk(session: _Session, probes_sent: dict, latencies: list, out_control: list) -> None:
-    """Parse whole frames from ``inbuf``: acks, pushes (observer), control messages."""
+def _frame_walk(session: _Session, probes_seen: dict | None, out_control: list) -> None:
+    """Parse whole frames from ``inbuf``: acks, pushes, control messages; an observer's
+    ``probes_seen`` gets the time each probe value first came back."""
     buf = session.inbuf
     pos, end = 0, len(buf)
     now = time.monotonic()
@@ -185,13 +238,13 @@ def _frame_walk(session: _Session, probes_sent: dict, latencies: list, out_contr
             session.acked = struct.unpack_from("!I", buf, p)[0]
         elif cls == 10 and typ in (0x80, 0x85, 0x81, 0x86):
             session.pushed += 1
-            if session.observer and probes_sent:
-                _check_probe(buf, typ, start, probes_sent, latencies, now)
+            if probes_seen is not None:
+                _check_probe(buf, typ, start, probes_seen, now)
         pos = start + length
     del buf[:pos]
 
 
-def _check_probe(buf, typ: int, start: int, probes: dict, latencies: list, now: float) -> None:
+def _check_probe(buf, typ: int, start: int, seen: dict, now: float) -> None:
     p = start + (4 if typ in (0x80, 0x85) else 0) + (4 if typ in (0x85, 0x86) else 0)
     key = bytes(buf[p : p + 4])
     if key[:2] != PROBE_PREFIX:
@@ -199,10 +252,7 @@ def _check_probe(buf, typ: int, start: int, probes: dict, latencies: list, now: 
     got = decode_varint(buf, p + 4)
     if got is None:
         return
-    value = got[0]
-    sent_at = probes.pop((key, value), None)
-    if sent_at is not None:
-        latencies.append(now - sent_at)
+    seen.setdefault(got[0], now)  # probe values are unique: only node 0 writes probe keys
 
 
 def _handshake(sock: socket.socket, target: str, name: str) -> bytes:
@@ -222,52 +272,77 @@ def _handshake(sock: socket.socket, target: str, name: str) -> bytes:
     return rest
 
 
-def run_sessions(args: argparse.Namespace, names: list[str], first_index: int, results) -> None:
-    """One benchmark process: its share of the sessions, in one selectors loop."""
+def _own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def run_sessions(args: argparse.Namespace, names: list[str], indexes: list[int], results,
+                 start: float | None = None) -> None:
+    """One benchmark process: its share of the nodes (each one connection per shard), in one
+    selectors loop, from the parent's ``start`` to start + warmup + duration; it reports one
+    message: each connection's counts in the measured window, its CPU then, its probes."""
+    entered, cpu_entered = time.monotonic(), _own_cpu()
+    start = entered if start is None else start
+    mark = start + getattr(args, "warmup", 0.0)
+    end = mark + args.duration
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    host, port = args.target.rsplit(":", 1)
+    shards = getattr(args, "shards", 1)
+    peers = shard_peers(args.target, args.target_name, shards)
     sel = selectors.DefaultSelector()
     sessions = []
     # Built before connecting (a million keys take seconds; a silent session
-    # would be dropped): one pass per value, each session a rotation of it.
+    # would be dropped): one pass per value and shard, each session a rotation of it.
     explicit_ids = args.updates == "explicit"
-    if explicit_ids:
-        message_len = EXPLICIT_LEN
-        bases = (explicit_template(args.keys, 1), explicit_template(args.keys, 2))
-    else:
-        message_len = len(incremental(bulk_key(0), 1))
-        bases = (pass_buffer(args.keys, 0, 1), pass_buffer(args.keys, 0, 2))
-    for i, name in enumerate(names):
-        index = first_index + i
-        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=5)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        rest = _handshake(sock, args.target_name, name)
-        sock.setblocking(False)
-        s = _Session(name, sock, observer=(index == 1 or args.peers == 1), prober=(index == 0))
-        s.inbuf += rest
-        offset = (index * args.keys) // max(1, args.peers)
-        cut = offset * message_len
-        if explicit_ids:
-            s.explicit = True
-            s.passes = tuple(bytearray(base[cut:] + base[:cut]) for base in bases)
-            s.out.append(definition_message())
-        else:
-            s.passes = tuple(base[cut:] + base[:cut] for base in bases)
-            s.out.append(definition_message() + explicit(1, bulk_key(offset), 1))
-            s.pos = message_len  # the explicit update stood for the first key
-            s.sent = 1
-        sessions.append(s)
-        sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, s)
-    probes: dict = {}
-    latencies: list = []
+    message_len = EXPLICIT_LEN if explicit_ids else len(incremental(bulk_key(0), 1))
+    build = (lambda keys, value: explicit_template(0, value, keys)) if explicit_ids else implied_template
+    bases = [tuple(build(shard_keys(args.keys, j, shards), value) for value in (1, 2)) for j in range(shards)]
+    for name, index in zip(names, indexes):
+        for j, (host, port, peer_name) in enumerate(peers):
+            sock = socket.create_connection((host.strip("[]"), port), timeout=5)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if args.sndbuf:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, args.sndbuf)
+            rest = _handshake(sock, peer_name, name)
+            sock.setblocking(False)
+            s = _Session(name, sock, observer=(index == 1 or args.peers == 1), prober=(index == 0), shard=j)
+            s.inbuf += rest
+            keys = shard_keys(args.keys, j, shards)
+            offset = (index * len(keys)) // max(1, args.peers)
+            cut = offset * message_len
+            if explicit_ids:
+                s.explicit = True
+                s.passes = tuple(bytearray(base[cut:] + base[:cut]) for base in bases[j])
+                s.out.append(definition_message())
+            else:
+                s.passes = tuple(base[cut:] + base[:cut] for base in bases[j])
+                s.out.append(definition_message() + explicit(1, bulk_key(keys[offset]), 1))
+                s.pos = message_len  # the explicit update stood for the first key
+                s.sent = 1
+            sessions.append(s)
+            sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, s)
+    probers = {s.shard: s for s in sessions if s.prober}  # node 0's connection to each shard
+    probes_sent: dict = {}  # probe value -> when written (node 0)
+    probes_seen: dict = {}  # probe value -> when its aggregate first came back (node 1)
     probe_value = 0
-    start = last = time.monotonic()
-    end = start + args.duration
-    next_probe = start + 0.5
-    next_beat = start + 1.0
-    per_session = args.rate / len(sessions) if args.rate else 0.0
+    now = last = time.monotonic()
+    ready = now - start
+    if mark <= entered:  # no warmup: as ever, ``duration`` of stream once this process is ready
+        end = now + args.duration
+
+    def counts() -> list:
+        return [(s.sent, s.acked, s.pushed) for s in sessions]
+
+    # Started after the mark (no warmup): everything counts, the setup's CPU too (as always).
+    baseline = ([(0, 0, 0)] * len(sessions), cpu_entered) if mark <= entered else None
+    next_probe = now + 0.5
+    next_beat = now + 1.0
+    # --rate is the total over every process: this one's connections get their share of it.
+    per_session = args.rate / (args.peers * shards) if args.rate else 0.0
     while True:
         now = time.monotonic()
+        if baseline is None and now >= mark:
+            baseline = (counts(), _own_cpu())
         if now >= end:
             break
         if per_session:  # token bucket: at most 50 ms of burst
@@ -278,11 +353,11 @@ def run_sessions(args: argparse.Namespace, names: list[str], first_index: int, r
                 wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if s.tokens >= 1 or s.out else 0)
                 sel.modify(s.sock, wanted, s)
         last = now
-        if now >= next_probe and sessions[0].prober:
+        if now >= next_probe and probers:
             probe_value += 1
             key = PROBE_PREFIX + bytes((probe_value >> 8 & 0xFF, probe_value & 0xFF))
-            probes[(key, probe_value)] = now
-            _queue_update(sessions[0], key, probe_value)
+            probes_sent[probe_value] = now
+            _queue_update(probers[shard_of(probe_value, shards)], key, probe_value)
             next_probe = now + 1.0 / args.probe_rate
         if now >= next_beat:
             for s in sessions:
@@ -296,17 +371,25 @@ def run_sessions(args: argparse.Namespace, names: list[str], first_index: int, r
                 except BlockingIOError:
                     chunk = None
                 if chunk == b"":
-                    raise ConnectionError(f"{s.name}: target closed the session")
+                    raise ConnectionError(f"{s.name}: target closed the session (shard {s.shard + 1})")
                 if chunk:
                     s.inbuf += chunk
                     controls: list = []
-                    _frame_walk(s, probes, latencies, controls)
+                    _frame_walk(s, probes_seen if s.observer else None, controls)
                     for typ in controls:  # answer a resync request; confirm a teach
                         s.out.append(b"\x00\x01" if typ == 0 else b"\x00\x03")
             if events & selectors.EVENT_WRITE:
                 s.tokens -= _write(s, message_len, s.tokens if per_session else None)
+    if baseline is None:  # no window at all (duration 0)
+        baseline = (counts(), _own_cpu())
+    before, cpu_before = baseline
+    results.put({
+        "sessions": [asdict(SessionResult(s.name, s.shard, s.sent - b[0], s.acked - b[1], s.pushed - b[2]))
+                     for s, b in zip(sessions, before)],
+        "cpu": _own_cpu() - cpu_before, "ready_s": ready,
+        "probes_sent": probes_sent, "probes_seen": probes_seen,
+    })
     for s in sessions:
-        results.put(asdict(SessionResult(s.name, s.sent, s.acked, s.pushed, latencies if s.observer else [])))
         s.sock.close()
 
 
@@ -374,20 +457,104 @@ def _proc_rss(pid: int) -> int:
     return 0
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (the shard processes of a sharded aggregator, the
+    interpreter under a wrapper command): from ``/proc/<pid>/task/*/children`` when the
+    kernel has them, else from every process's parent in ``/proc/*/stat``."""
+    tree, todo = [pid], [pid]
+    children_files = os.path.exists(f"/proc/{pid}/task/{pid}/children")
+    parents: dict[int, list[int]] = {}
+    if not children_files:
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    ppid = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue  # gone meanwhile
+                parents.setdefault(ppid, []).append(int(entry))
+    while todo:
+        current = todo.pop()
+        if children_files:
+            kids = []
+            try:
+                for task in os.listdir(f"/proc/{current}/task"):
+                    kids += [int(k) for k in open(f"/proc/{current}/task/{task}/children").read().split()]
+            except OSError:
+                pass  # gone meanwhile
+        else:
+            kids = parents.get(current, [])
+        for kid in kids:
+            if kid not in tree:
+                tree.append(kid)
+                todo.append(kid)
+    return tree
+
+
+def tree_cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    """CPU seconds of each of these processes and of the children it has reaped (cutime,
+    cstime), so a child that exited meanwhile still counts, once."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = {}
+    for pid in pids:
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        cpu[pid] = sum(int(f) for f in fields[11:15]) / ticks
+    return cpu
+
+
+def tree_cpu(pids: list[int]) -> float:
+    return sum(tree_cpu_by_pid(pids).values())
+
+
+def tree_rss(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            total += _proc_rss(pid)
+        except OSError:
+            continue
+    return total
+
+
+def python_prefix(args: argparse.Namespace) -> list[str]:
+    """The command prefix that starts a Python target: ``--python`` split like a shell, or this
+    interpreter."""
+    spec = getattr(args, "python", None)
+    return shlex.split(spec) if spec else [sys.executable]
+
+
+def stktagg_config(args: argparse.Namespace, workdir: str) -> str:
+    """The aggregator's configuration: the bench nodes and the target peer, or with
+    ``--shards N`` its N local shard peers ``AGGR.1 .. AGGR.N`` on consecutive ports."""
+    host = args.target.rsplit(":", 1)[0]
+    shards = getattr(args, "shards", 1)
+    lines = ["global", f"    stats socket {workdir}/aggr.sock", "aggregations bench"]
+    if shards > 1:
+        lines.append(f"    shards {shards}")
+        lines += [f"    peer {name} {h}:{port} local shard {i + 1}"
+                  for i, (h, port, name) in enumerate(shard_peers(args.target, args.target_name, shards))]
+    else:
+        lines.append(f"    peer {args.target_name} {args.target} local")
+    lines += [f"    peer bench{i} {host}:{20000 + i}" for i in range(args.peers)]
+    lines.append("    from .local to .aggr")
+    return "\n".join(lines) + "\n"
+
+
 def spawn_target(kind: str, args: argparse.Namespace, workdir: str) -> subprocess.Popen:
+    """Start a target (in a process group of its own, see ``stop_target``) and wait until every
+    shard listens."""
     host, port = args.target.rsplit(":", 1)
     names = [f"bench{i}" for i in range(args.peers)]
     if kind == "stktagg":
-        lines = ["global", f"    stats socket {workdir}/aggr.sock", "aggregations bench",
-                 f"    peer {args.target_name} {args.target} local"]
-        lines += [f"    peer {n} {host}:{20000 + i}" for i, n in enumerate(names)]
-        lines.append("    from .local to .aggr")
         path = os.path.join(workdir, "aggr.cfg")
-        open(path, "w").write("\n".join(lines) + "\n")
+        open(path, "w").write(stktagg_config(args, workdir))
         entry = str(ROOT / "hapee_stktagg.py")
-        argv = [sys.executable, entry, "-f", path, *(["-W", str(args.workers)] if args.workers is not None else [])]
+        argv = [*python_prefix(args), entry, "-f", path,
+                *(["-W", str(args.workers)] if args.workers is not None else [])]
     elif kind == "naive":  # the reference aggregator takes any peer name: no config
-        argv = [sys.executable, str(ROOT / "contrib" / "naive_aggregator.py"),
+        argv = [*python_prefix(args), str(ROOT / "contrib" / "naive_aggregator.py"),
                 "--listen", args.target, "--name", args.target_name]
     else:
         lines = ["global", f"    localpeer {args.target_name}", "    nbthread 1",
@@ -400,15 +567,37 @@ def spawn_target(kind: str, args: argparse.Namespace, workdir: str) -> subproces
         open(path, "w").write("\n".join(lines) + "\n")
         argv = [shutil.which("haproxy") or "/usr/sbin/haproxy", "-db", "-f", path]
     log = open(os.path.join(workdir, f"{kind}.log"), "wb")
-    process = subprocess.Popen(argv, stdout=log, stderr=log)
-    deadline = time.monotonic() + 10
+    process = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+    listeners = shard_peers(args.target, args.target_name, getattr(args, "shards", 1) if kind == "stktagg" else 1)
+    deadline = time.monotonic() + 10 + 2 * len(listeners)
     while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
         try:
-            socket.create_connection((host, int(port)), timeout=1).close()
+            for h, p, _ in listeners:
+                socket.create_connection((h.strip("[]"), p), timeout=1).close()
             return process
         except OSError:
-            time.sleep(0.05)  # polling for the listener; the deadline decides
-    raise RuntimeError(f"{kind} did not start listening on {args.target}")
+            time.sleep(0.05)  # polling for the listeners; the deadline decides
+    stop_target(process)
+    raise RuntimeError(f"{kind} did not start listening on {args.target} (see {log.name})")
+
+
+def stop_target(process: subprocess.Popen) -> None:
+    """SIGTERM to the target and wait; then whatever is left of its process group (what a
+    wrapper command such as a container runner or ``bash script`` would leave behind)."""
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.2)
 
 
 # -- report -------------------------------------------------------------------------
@@ -421,72 +610,108 @@ def percentile(values: list[float], p: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
+def _sleep_until(moment: float) -> None:
+    while (left := moment - time.monotonic()) > 0:
+        time.sleep(min(left, 0.5))
+
+
 def measure(args: argparse.Namespace) -> dict:
     target_pid = args.target_pid
+    warmup = getattr(args, "warmup", 0.0)
+    shards = getattr(args, "shards", 1)
     names = [f"bench{i}" for i in range(args.peers)]
     processes = max(1, min(args.processes, args.peers))
-    shares = [names[i::processes] for i in range(processes)]
-    results = multiprocessing.get_context("fork").Queue()
-    cpu_before = _proc_cpu(target_pid) if target_pid else None
-    own_before = os.times()
-    started = time.monotonic()
+    shares = [list(range(i, args.peers, processes)) for i in range(processes)]
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    start = time.monotonic()  # shared by every process: with a warmup, the window is start + warmup .. + duration
+    mark, stop = start + warmup, start + warmup + args.duration
+    if not warmup:  # as ever: from before the sessions start
+        cpu_before = tree_cpu_by_pid(process_tree(target_pid)) if target_pid else {}
     workers = []
-    first = 0
     for share in shares:
-        indexes = [names.index(n) for n in share]
-        proc = multiprocessing.get_context("fork").Process(
-            target=_run_share, args=(args, share, indexes, results))
+        proc = context.Process(target=_run_share, args=(args, [names[i] for i in share], share, results, start))
         proc.start()
         workers.append(proc)
-        first += len(share)
-    collected = [results.get(timeout=args.duration + 60) for _ in names]
+    if warmup:  # the target's CPU from the mark to the stop, as every session process counts
+        _sleep_until(mark)
+        cpu_before = tree_cpu_by_pid(process_tree(target_pid)) if target_pid else {}
+        begun = time.monotonic()
+        _sleep_until(stop)
+    else:  # as ever: until every session process is done (each streamed ``duration`` once ready)
+        begun = start
+        collected = [results.get(timeout=args.duration + 60) for _ in shares]
+    tree = process_tree(target_pid) if target_pid else []
+    cpu_after = tree_cpu_by_pid(tree)
+    elapsed = time.monotonic() - begun
+    rss = tree_rss(tree) if target_pid else None
+    if warmup:
+        collected = [results.get(timeout=60) for _ in shares]
     for proc in workers:
         proc.join()
-    elapsed = time.monotonic() - started
-    own_after = os.times()
-    bench_cpu = (own_after.children_user + own_after.children_system
-                 - own_before.children_user - own_before.children_system)
-    target_cpu = (_proc_cpu(target_pid) - cpu_before) / elapsed if target_pid else None
-    sent = sum(r["sent"] for r in collected)
-    acked = sum(r["acked"] for r in collected)
-    pushed = [r["pushed"] for r in collected]
-    latencies = [x for r in collected for x in r["latencies"]]
+    sessions = [s for c in collected for s in c["sessions"]]
+    bench_cpu = sum(c.get("cpu", 0.0) for c in collected)
+    target_cpu = (sum(cpu_after.values()) - sum(cpu_before.values())) / elapsed if target_pid else None
+    busiest = max((cpu - cpu_before.get(pid, 0.0) for pid, cpu in cpu_after.items()), default=None)
+    sent = sum(s["sent"] for s in sessions)
+    acked = sum(s["acked"] for s in sessions)
+    pushed_by_node: dict[str, int] = {}
+    for s in sessions:
+        pushed_by_node[s["name"]] = pushed_by_node.get(s["name"], 0) + s["pushed"]
+    pushed = list(pushed_by_node.values())
+    probes_seen = {v: t for c in collected for v, t in c.get("probes_seen", {}).items()}
+    probes_sent = [(v, t) for c in collected for v, t in c.get("probes_sent", {}).items() if t >= mark]
+    latencies = [probes_seen[v] - t for v, t in probes_sent if v in probes_seen]  # probes written in the window
     bench_share = bench_cpu / elapsed / processes
+    errors = sorted({s["error"] for s in sessions if s["error"]})
     report = {
-        "target": args.spawn or args.target, "updates": args.updates,
+        "target": getattr(args, "label", None) or args.spawn or args.target, "updates": args.updates,
         "peers": args.peers, "keys": args.keys, "duration_s": round(elapsed, 2),
-        "offered_rate": args.rate or None,
+        "warmup_s": warmup, "target_shards": shards, "connections": len(sessions),
+        "offered_rate": args.rate or None, "sndbuf": args.sndbuf or None,
         "offered_per_s": round(sent / elapsed), "acked_per_s": round(acked / elapsed),
         "pushed_back_per_s_per_session": round(max(pushed) / elapsed) if pushed else 0,
         "latency_ms": {p: (round(v * 1000, 2) if v is not None else None)
                        for p, v in (("p50", percentile(latencies, 50)), ("p95", percentile(latencies, 95)),
                                     ("p99", percentile(latencies, 99)))},
-        "probes": len(latencies),
+        "probes": len(latencies), "probes_sent": len(probes_sent),
         "target_cpu_cores": round(target_cpu, 2) if target_cpu is not None else None,
         "target_cpu_us_per_update": (round(target_cpu * elapsed / acked * 1e6, 2)
                                      if target_cpu is not None and acked else None),
-        "target_rss_bytes": _proc_rss(target_pid) if target_pid else None,
+        "target_cpu_busiest_process_cores": round(busiest / elapsed, 2) if target_pid and busiest is not None else None,
+        "target_rss_bytes": rss, "target_processes": len(tree) if target_pid else None,
         "bench_cpu_per_process": round(bench_share, 2), "bench_processes": processes,
-        "errors": [r["error"] for r in collected if r["error"]],
+        "sessions_ready_s": round(max((c.get("ready_s", 0.0) for c in collected), default=0.0), 2),
+        "errors": errors,
     }
+    if shards > 1:  # per shard: what every node sent it, and the most one node got back from it
+        report["per_shard"] = [{
+            "shard": j + 1,
+            "acked_per_s": round(sum(s["acked"] for s in sessions if s["shard"] == j) / elapsed),
+            "pushed_back_per_s_per_session": round(max((s["pushed"] for s in sessions if s["shard"] == j),
+                                                       default=0) / elapsed),
+        } for j in range(shards)]
+    report["idle_connections"] = sum(1 for s in sessions if not s["acked"] and not s["error"])
     report["rss_per_key_bytes"] = round(report["target_rss_bytes"] / args.keys) if target_pid else None
+    report["python"] = (shlex.join(python_prefix(args))
+                        if target_pid and (args.spawn or "") in ("stktagg", "naive") else None)
     report["bottleneck"] = _bottleneck(report)
     return report
 
 
-def _run_share(args, share, indexes, results) -> None:
+def _run_share(args, share, indexes, results, start=None) -> None:
     # A freshly started HAProxy may drop a session in its first second (it is
     # still dialling its declared peers, reference §1.6): try again then.
     for attempt in range(3):
         started = time.monotonic()
         try:
-            run_sessions(args, share, indexes[0], results)
+            run_sessions(args, share, indexes, results, start)
             return
         except Exception as exc:  # report, never hang the parent
             if attempt < 2 and time.monotonic() - started < 1.5:
                 continue
-            for name in share:
-                results.put(asdict(SessionResult(name, error=f"{type(exc).__name__}: {exc}")))
+            results.put({"sessions": [asdict(SessionResult(name, error=f"{type(exc).__name__}: {exc}"))
+                                      for name in share]})
             return
 
 
@@ -495,8 +720,10 @@ def _bottleneck(report: dict) -> str:
         return "none (the offered rate was taken)"
     if report["bench_cpu_per_process"] >= 0.9:
         return "benchmark (its processes were CPU-bound: the figures are a lower bound)"
-    if report["target_cpu_cores"] is not None and report["target_cpu_cores"] >= 0.9:
-        return "target (one core busy)"
+    busiest = report.get("target_cpu_busiest_process_cores", report["target_cpu_cores"])
+    if busiest is not None and busiest >= 0.9:
+        return "target (one core busy)" if (report.get("target_processes") or 1) == 1 else \
+            "target (a process with one core busy)"
     return "undetermined (neither side CPU-bound: socket buffers or scheduling)"
 
 
@@ -506,14 +733,21 @@ def render(report: dict) -> str:
         ("offered updates/s", report["offered_per_s"]), ("acked updates/s", report["acked_per_s"]),
         ("pushed back /s per session", report["pushed_back_per_s_per_session"]),
         ("latency p50/p95/p99 ms", "/".join(str(report["latency_ms"][p]) for p in ("p50", "p95", "p99"))
-         + f" ({report['probes']} probes)"),
+         + f" ({report['probes']} of {report.get('probes_sent', '?')} probes back)"),
         ("updates", report["updates"]),
         ("target CPU (cores)", report["target_cpu_cores"]),
+        ("target processes / shards", f"{report['target_processes']} / {report['target_shards']}"),
         ("target CPU per update (us)", report["target_cpu_us_per_update"]),
         ("target RSS", report["target_rss_bytes"]), ("target RSS per key", report["rss_per_key_bytes"]),
         ("benchmark CPU per process", f"{report['bench_cpu_per_process']} x {report['bench_processes']}"),
         ("bottleneck", report["bottleneck"]),
     ]
+    if report.get("warmup_s"):
+        late = report.get("sessions_ready_s", 0) > report["warmup_s"]  # the window began before the stream
+        rows.insert(1, ("measured", f"{report['duration_s']} s after a {report['warmup_s']:g} s warmup"
+                        + (f" (but the sessions were ready only after {report['sessions_ready_s']} s)" if late else "")))
+    if report.get("errors"):
+        rows.append(("errors", "; ".join(report["errors"])))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
@@ -524,7 +758,7 @@ def render_comparison(reports: list[dict]) -> str:
         return "-" if value is None else format(value, spec)
 
     head = ("target", "acked/s", "pushed/s/session", "latency p50/p99 ms", "CPU us/update",
-            "target CPU", "RSS MB", "bench CPU", "bottleneck")
+            "target CPU", "procs", "RSS MB", "bench CPU", "bottleneck")
     rows = [head]
     for r in reports:
         rss = r["target_rss_bytes"]
@@ -532,16 +766,19 @@ def render_comparison(reports: list[dict]) -> str:
             r["target"], fmt(r["acked_per_s"]), fmt(r["pushed_back_per_s_per_session"]),
             f"{fmt(r['latency_ms']['p50'])} / {fmt(r['latency_ms']['p99'])}",
             fmt(r["target_cpu_us_per_update"], ".2f"), fmt(r["target_cpu_cores"], ".2f"),
-            fmt(rss / 1e6 if rss else None, ".0f"), f"{r['bench_cpu_per_process']} x {r['bench_processes']}",
+            fmt(r.get("target_processes"), "d"), fmt(rss / 1e6 if rss else None, ".0f"), f"{r['bench_cpu_per_process']} x {r['bench_processes']}",
             r["bottleneck"].split(" (")[0] + (" (errors)" if r["errors"] else ""),
         ))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
-    lines = ["  ".join(str(c).ljust(w) if i in (0, 8) else str(c).rjust(w)
+    lines = ["  ".join(str(c).ljust(w) if i in (0, len(head) - 1) else str(c).rjust(w)
                        for i, (c, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     r = reports[0]
+    window = format(round(sum(x["duration_s"] for x in reports) / len(reports), 1), "g")
+    warmup = f", measured {window} s after a {r['warmup_s']:g} s warmup" if r.get("warmup_s") else ""
     return "\n".join([f"{r['peers']} peers, {r['keys']} keys, {r['updates']} ids, "
-                      f"offered {'as fast as taken' if not r['offered_rate'] else r['offered_rate']}"] + lines)
+                      f"offered {'as fast as taken' if not r['offered_rate'] else r['offered_rate']}"
+                      + warmup] + lines)
 
 
 def measure_rebuild(args: argparse.Namespace, workdir: str) -> dict:
@@ -585,8 +822,7 @@ def measure_rebuild(args: argparse.Namespace, workdir: str) -> dict:
                 return {"rebuild_s": round(time.monotonic() - started, 2), "keys": args.keys, "peers": args.peers}
         return {"rebuild_s": None, "applied": applied, "expected": expected}
     finally:
-        target.terminate()
-        target.wait(10)
+        stop_target(target)
 
 
 def _applied_updates(socket_path: str) -> int:
@@ -608,16 +844,75 @@ def _applied_updates(socket_path: str) -> int:
 
 
 SPAWNABLE = ("stktagg", "naive", "haproxy")
+#: The most key shards a section may have (stktagg's config: ``shards 1..64``).
+MAX_SHARDS = 64
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A target of ``--compare``: ``KIND[:SHARDS][@LABEL]``, e.g. ``stktagg:2@pypy``."""
+
+    kind: str
+    shards: int = 1
+    label: str = ""  #: an interpreter label: ``STKTAGG_BENCH_<LABEL>``, else the program LABEL
+
+    def __str__(self) -> str:
+        return self.kind + (f":{self.shards}" if self.shards > 1 else "") + (f"@{self.label}" if self.label else "")
+
+
+def parse_target(text: str) -> TargetSpec:
+    """``stktagg``, ``stktagg:2``, ``naive@pypy``, ``stktagg:4@pypy3``; ValueError otherwise."""
+    match = re.fullmatch(r"([a-z]+)(?::(\d+))?(?:@([\w.+-]+))?", text.strip())
+    if not match or match[1] not in SPAWNABLE:
+        raise ValueError(f"{text!r}: a target is {'|'.join(SPAWNABLE)}[:SHARDS][@LABEL]")
+    kind, shards, label = match[1], int(match[2] or 1), match[3] or ""
+    if not 1 <= shards <= MAX_SHARDS:
+        raise ValueError(f"{text!r}: shards are 1 to {MAX_SHARDS}")
+    if shards > 1 and kind != "stktagg":
+        raise ValueError(f"{text!r}: only stktagg has shards")
+    if label and kind == "haproxy":
+        raise ValueError(f"{text!r}: an interpreter label is for stktagg or naive")
+    return TargetSpec(kind, shards, label)
+
+
+def interpreter_for(label: str, environ=os.environ) -> str:
+    """The command prefix of an interpreter label: ``$STKTAGG_BENCH_<LABEL>`` (upper case,
+    other characters as ``_``), else the program ``label`` on the PATH."""
+    variable = "STKTAGG_BENCH_" + re.sub(r"\W", "_", label.upper())
+    if environ.get(variable):
+        return environ[variable]
+    found = shutil.which(label)
+    if found:
+        return shlex.quote(found)
+    raise ValueError(f"@{label}: set {variable} to its interpreter (a command prefix), or install {label}")
+
+
+def target_args(args: argparse.Namespace, spec: TargetSpec, environ=os.environ) -> argparse.Namespace:
+    """The options of one ``--compare`` run: ``args`` with that target, its shards, its interpreter."""
+    one = argparse.Namespace(**vars(args))
+    one.spawn, one.shards, one.label = spec.kind, spec.shards, str(spec)
+    if spec.label:
+        one.python = interpreter_for(spec.label, environ)
+    return one
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python3 contrib/bench.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--target", default="127.0.0.1:11100", help="ip:port of the target's peers listener")
     p.add_argument("--target-name", default="AGGR", help="the target's local peer name")
-    p.add_argument("--target-pid", type=int, help="pid of the target, for its CPU and RSS")
+    p.add_argument("--target-pid", type=int, help="pid of the target, for its CPU and RSS (with its children)")
     p.add_argument("--spawn", choices=SPAWNABLE, help="start the target with a generated config")
     p.add_argument("--compare", metavar="T1,T2,...",
-                   help="run the same measurement against each of these spawned targets in turn (e.g. stktagg,naive)")
+                   help="run the same measurement against each of these spawned targets in turn (e.g. "
+                        "stktagg,naive; stktagg:2: with 2 shards; stktagg@pypy: under $STKTAGG_BENCH_PYPY)")
+    p.add_argument("--shards", type=int, default=1,
+                   help="the target's key shards: peers TARGET_NAME.1..N on consecutive ports from --target's "
+                        "(with --spawn stktagg: generated so); each node connects to every shard")
+    p.add_argument("--warmup", type=float, default=0.0, metavar="SECONDS",
+                   help="stream this long before the measured --duration starts (default 0: measure from the start)")
+    p.add_argument("--python", metavar="CMD",
+                   help="interpreter (a command prefix, split like a shell) that starts --spawn stktagg|naive "
+                        "(default: this one)")
     p.add_argument("--updates", choices=("explicit", "implied"), default="explicit",
                    help="explicit: 0x80 updates, each with its id (default); implied: one 0x80 then 0x81 updates")
     p.add_argument("--workers", type=int, help="with --spawn stktagg: its worker threads (-W; 0: none, apply in the I/O thread)")
@@ -626,18 +921,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--rate", type=int, default=0, help="offered updates/s in total (0: as fast as taken)")
     p.add_argument("--probe-rate", type=float, default=20.0, help="latency probes per second")
+    p.add_argument("--sndbuf", type=int, default=0, metavar="BYTES",
+                   help="SO_SNDBUF of each session (0: the kernel's autotuning, up to tcp_wmem's maximum). "
+                        "Under overload a probe waits behind what the session's send buffer holds: a node "
+                        "that sends each key's latest state, as HAProxy does, holds little; this generator "
+                        "streams a fixed pass, so bound it to measure the target rather than the buffer")
     p.add_argument("--processes", type=int, default=max(1, (os.cpu_count() or 2) // 2))
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     p.add_argument("--rebuild", action="store_true",
                    help="measure how fast a freshly started aggregator rebuilds every key (implies --spawn stktagg)")
     args = p.parse_args(argv)
+    args.label = None
+    if args.warmup < 0:
+        p.error("--warmup: seconds, 0 or more")
+    if not 1 <= args.shards <= MAX_SHARDS:
+        p.error(f"--shards: 1 to {MAX_SHARDS}")
+    if args.shards > args.keys:
+        p.error("--shards: at most one shard per key (--keys)")
+    if args.shards > 1 and (args.spawn in ("naive", "haproxy") or args.rebuild):
+        p.error("--shards: only with --spawn stktagg (or a target of your own), not naive, haproxy or --rebuild")
     if args.compare:
-        args.compare = [t.strip() for t in args.compare.split(",") if t.strip()]
-        unknown = [t for t in args.compare if t not in SPAWNABLE]
-        if unknown or not args.compare:
-            p.error(f"--compare: spawnable targets are {', '.join(SPAWNABLE)} (got {', '.join(unknown) or 'none'})")
+        try:
+            args.compare = [parse_target(t) for t in args.compare.split(",") if t.strip()]
+        except ValueError as exc:
+            p.error(f"--compare: {exc}")
+        if not args.compare:
+            p.error(f"--compare: spawnable targets are {', '.join(SPAWNABLE)} (got none)")
         if args.spawn or args.rebuild:
             p.error("--compare spawns its targets itself: no --spawn or --rebuild with it")
+        if args.shards > 1:
+            p.error("--compare: spell a target's shards in it (stktagg:2), not with --shards")
+        if max(t.shards for t in args.compare) > args.keys:
+            p.error("--compare: at most one shard per key (--keys)")
+        try:
+            for t in args.compare:
+                if t.label:
+                    interpreter_for(t.label)
+        except ValueError as exc:
+            p.error(f"--compare: {exc}")
+    elif args.spawn and args.shards > 1:
+        args.label = f"{args.spawn}:{args.shards}"
     return args
 
 
@@ -648,8 +971,7 @@ def _measure_spawned(args: argparse.Namespace, workdir: str) -> dict:
     try:
         return measure(args)
     finally:
-        target.terminate()
-        target.wait(10)
+        stop_target(target)
         args.target_pid = None
 
 
@@ -663,9 +985,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if report.get("rebuild_s") is not None else 1
     if args.compare:  # the same stream against each target in turn, each started afresh
         reports = []
-        for kind in args.compare:
-            args.spawn = kind
-            reports.append(_measure_spawned(args, os.path.join(workdir, kind)))
+        for spec in args.compare:
+            one = target_args(args, spec)
+            reports.append(_measure_spawned(one, os.path.join(workdir, str(spec))))
             print(json.dumps(reports[-1]), flush=True)
         if not args.json:
             print(render_comparison(reports))
@@ -677,8 +999,7 @@ def main(argv: list[str] | None = None) -> int:
         report = measure(args)
     finally:
         if target is not None:
-            target.terminate()
-            target.wait(10)
+            stop_target(target)
     print(json.dumps(report))
     if not args.json:
         print(render(report))

@@ -25,9 +25,13 @@ What it does:
 - sums each key over peers (contributions keyed by peer name): counters are
   added (UINT sums clamped to 32 bits), a frequency counter is the sum of the
   ``curr`` and of the ``prev`` counters with the newest period start;
-- coalesces: the keys changed while reading are collected in a set, and once
-  per loop iteration each one's sum is pushed to every session (its own
-  definition of the output table first, then one explicit id and implied ids).
+- coalesces: the keys changed while reading are collected in a set, and at
+  most every ``--push-interval`` (default 50 ms) up to ``--push-max`` of them
+  (default 5,000, oldest change first) have their sum pushed to every session
+  (its own definition of the output table first, then one explicit id and
+  implied ids): a key that changes often is pushed once per interval, and
+  under load the pushes take a bounded share of the time, the rest waiting
+  (and coalescing) in the set.
 
 What it omits, on purpose: expiry of contributions, rate period alignment
 (peers-protocol.md §6.5), teaching (a new session receives only keys that
@@ -39,6 +43,7 @@ Do not run it in production.
 from __future__ import annotations
 
 import argparse
+import itertools
 import selectors
 import socket
 import struct
@@ -57,6 +62,8 @@ ULL_TYPES = frozenset((13, 15))  #: 64-bit counters; every other scalar is 32-bi
 UNSUPPORTED_TYPES = frozenset((19, 22, 23, 24))  #: dictionary and arrays
 U32 = 0xFFFFFFFF
 HEARTBEAT_AFTER = 3.0
+PUSH_INTERVAL = 0.05
+PUSH_MAX = 5000
 BE32 = struct.Struct("!I")
 
 
@@ -103,8 +110,12 @@ class Conn:
 
 
 class NaiveAggregator:
-    def __init__(self, listen: str, name: str) -> None:
+    def __init__(self, listen: str, name: str, push_interval: float = PUSH_INTERVAL,
+                 push_max: int = PUSH_MAX) -> None:
         host, port = listen.rsplit(":", 1)
+        self.push_interval = push_interval
+        self.push_max = push_max
+        self.next_push = 0.0
         self.name = name.encode()
         self.sel = selectors.DefaultSelector()
         self.listener = socket.create_server((host.strip("[]"), int(port)), backlog=128)
@@ -114,13 +125,14 @@ class NaiveAggregator:
         self.layouts: dict[bytes, Layout] = {}  #: input table name -> the first definition seen
         self.out_ids: dict[bytes, int] = {}  #: input table name -> our id for its output table
         self.store: dict[bytes, dict[bytes, dict[bytes, list]]] = {}  #: table -> key -> peer -> values
-        self.changed: set[tuple[bytes, bytes]] = set()
+        self.changed: dict[tuple[bytes, bytes], None] = {}  #: insertion order: oldest change first
 
     # -- loop ---------------------------------------------------------------------
 
     def run(self) -> None:
         while True:
-            for key, events in self.sel.select(timeout=1.0):
+            wait = max(0.0, self.next_push - time.monotonic()) if self.changed else 1.0
+            for key, events in self.sel.select(timeout=wait):
                 if key.data is None:
                     self.accept()
                     continue
@@ -136,8 +148,10 @@ class NaiveAggregator:
                         conn.out += b"\x01\x00"
                         self.flush(conn)
                     self.close(conn)
-            self.push_changes()
             now = time.monotonic()
+            if now >= self.next_push and self.changed:
+                self.push_changes()
+                self.next_push = now + self.push_interval
             for conn in list(self.conns):
                 if conn.name is not None and now - conn.last_send >= HEARTBEAT_AFTER:
                     conn.out += b"\x00\x04"
@@ -292,7 +306,7 @@ class NaiveAggregator:
                 value, p = decode_varint(buf, p)
                 values.append(value)
         self.store[layout.name].setdefault(key, {})[conn.name] = values
-        self.changed.add((layout.name, key))
+        self.changed[layout.name, key] = None
 
     # -- output -------------------------------------------------------------------
 
@@ -300,9 +314,11 @@ class NaiveAggregator:
         if not self.changed:
             return
         by_table: dict[bytes, list[bytes]] = {}
-        for name, key in self.changed:
+        changed = self.changed
+        taken = list(itertools.islice(changed, self.push_max))
+        for name, key in taken:
+            del changed[name, key]
             by_table.setdefault(name, []).append(key)
-        self.changed = set()
         now_ms = int(time.monotonic() * 1000)
         receivers = [c for c in self.conns if c.name is not None]
         for name, keys in by_table.items():
@@ -351,9 +367,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python3 contrib/naive_aggregator.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--listen", default="127.0.0.1:11100", help="ip:port of the peers listener")
     p.add_argument("--name", default="AGGR", help="our local peer name (line 2 of the hellos we accept)")
+    p.add_argument("--push-interval", type=float, default=PUSH_INTERVAL * 1000, metavar="MS",
+                   help="push changed keys at most this often (default %(default)s ms)")
+    p.add_argument("--push-max", type=int, default=PUSH_MAX, metavar="KEYS",
+                   help="keys pushed at most each time (default %(default)s)")
     args = p.parse_args(argv)
     try:
-        NaiveAggregator(args.listen, args.name).run()
+        NaiveAggregator(args.listen, args.name, args.push_interval / 1000, args.push_max).run()
     except KeyboardInterrupt:
         pass
     return 0

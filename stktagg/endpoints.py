@@ -1,7 +1,7 @@
 """Where connections come from: the listening sockets, and the up peers we dial.
 
 Imports ``aggregation``, ``config``, ``links``, ``loop``, ``peerlink``,
-``tls`` and ``transport``. Runs in the I/O thread.
+``tls``, ``transport`` and ``connect``. Runs in the I/O thread.
 
 - ``Listeners`` opens, before privileges are dropped, one listener per
   distinct peers address (the sections sharing it are told apart by the
@@ -29,7 +29,8 @@ from .links import Dialled, LinkOwner, PeerConnection, format_address
 from .loop import Reactor
 from .peerlink import LinkContext
 from .tls import SectionTLS, TLSLayer
-from .transport import Listener, PendingConnect, StreamTransport, connect
+from .connect import PendingConnect, connect
+from .transport import Listener, StreamTransport
 
 __all__ = ["Dialer", "Listeners", "RECONNECT_DELAY", "RECONNECT_JITTER"]
 

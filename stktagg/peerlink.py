@@ -60,21 +60,41 @@ log = logging.getLogger(__name__)
 
 
 class Outbox:
-    """Writes what sessions queued once per loop turn: many sends in one turn make one write."""
+    """Writes what sessions queued once per loop turn: many sends in one turn make one write.
+
+    What can wait a little (acks) is written within ``LATER`` seconds instead,
+    or with the next write to that peer: at low rates a read is one update, and
+    its ack alone was one system call of its own (~80 us of CPU on loopback);
+    the push round that follows a few milliseconds later writes to that peer
+    anyway (issue 15).
+    """
+
+    LATER = 0.05
 
     def __init__(self, reactor: EventLoop) -> None:
         self._reactor = reactor
         self._waiting: set[SessionStage] = set()
+        self._later: set[SessionStage] = set()
 
     def want(self, stage: SessionStage) -> None:
         if not self._waiting:
             self._reactor.call_soon(self._write)
         self._waiting.add(stage)
 
+    def want_later(self, stage: SessionStage) -> None:
+        if not self._later:
+            self._reactor.call_later(self.LATER, self._write_later)
+        self._later.add(stage)
+
     def _write(self) -> None:
         stages, self._waiting = self._waiting, set()
         for stage in stages:
             stage.write_now()
+
+    def _write_later(self) -> None:
+        stages, self._later = self._later, set()
+        for stage in stages:
+            stage.write_now()  # nothing when a write went out meanwhile
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +206,10 @@ class PeerLink(SessionStage):
 
     def handle(self, events: list[Event], now: float) -> None:
         batches: dict[int, tuple[Route, list]] = {}
+        urgent = not events  # a poll's heartbeat, say
         for event in events:
+            if not isinstance(event, UpdatesReceived):
+                urgent = True
             if isinstance(event, UpdatesReceived):
                 route = self.routes.get(event.table.table_id)
                 if route is not None and route.table is not None:
@@ -207,7 +230,10 @@ class PeerLink(SessionStage):
                           event.message.reason)
         if batches:
             self._submit(batches, now)
-        self.flush()
+        if urgent:
+            self.flush()
+        elif self.session.has_data_to_send():
+            self.ctx.outbox.want_later(self)  # acks only: with the next push, or soon
 
     @staticmethod
     def _keys(table: AggTable, updates: list) -> list:
@@ -250,6 +276,15 @@ class PeerLink(SessionStage):
         else:
             sent = self.section.push(self.session, table, changed, now)
         self.ctx.counters.updates_out += sent
+        self.flush()
+
+    def push_encoded(self, table: AggTable, keys: list[bytes], now: float, batch: UpdateBatch) -> None:
+        """``push`` of keys whose updates are encoded in ``batch`` (``AggTable.take_encoded``)."""
+        if self.transport.above_high_water():
+            self.backlog.setdefault(table.name, set()).update(keys)
+            self._want_sending()
+            return
+        self.ctx.counters.updates_out += self.section.push_batch(self.session, table, batch, now)
         self.flush()
 
     def writable(self) -> None:

@@ -74,7 +74,7 @@ class Server:
         tls = {s.name: section_contexts(s) for s in config.aggregations}
         self.counters = Counters()
         self.registry = LinkRegistry(self.counters)
-        self.workers = Workers(workers, self._updates_applied)
+        self.workers = Workers(workers, self._updates_applied, self._updates_applied_here)
         self.backpressure = Backpressure(self.workers.pending, self.registry.transports)
         self.pushes = PushScheduler(reactor, clock, self.sections, self.registry, self.backpressure.release)
         #: what grows with a table (teaches, parked pushes, clears) runs here, a part per loop turn
@@ -118,6 +118,10 @@ class Server:
     def _updates_applied(self) -> None:
         """Called by the worker threads once they have applied a burst: a push round soon."""
         self.pushes.wake()
+
+    def _updates_applied_here(self) -> None:
+        """The I/O thread applied a batch itself (``Workers.submit_updates``): a push round soon."""
+        self.pushes.soon()
 
     def _session_tick(self) -> None:
         now = self.clock.now()

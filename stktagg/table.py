@@ -34,21 +34,12 @@ import threading
 from array import array
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import islice
 
-from .codegen import compile_function
 from .collector import untracked
-from .datatypes import (
-    ALIGNED_CURR,
-    FREQ_DISCARDED,
-    FREQ_START,
-    ROTATE,
-    U32_MAX,
-    U64_MAX,
-    align_sum,
-    freq_from_wire,
-    freq_to_wire,
-)
-from .schema import Combine, Field, StdType
+from .datatypes import U32_MAX, U64_MAX, align_sum, freq_from_wire, freq_to_wire
+from .hotpath import EXPIRE_MASK, PEER_SHIFT, TIMER_SLICE, gen_apply, gen_collect, gen_combine, gen_pack
+from .schema import Combine, Field, KeyType, StdType
 from .wire import TableDefinition
 
 #: Stripes per table: enough that workers and the I/O thread rarely meet.
@@ -57,12 +48,6 @@ STRIPES = 16
 #: bound is ours; when a table is full, expired entries make room (oldest
 #: expiry first) and a new key that finds no room is dropped and counted.
 MAX_ENTRIES = 2_000_000
-#: A record's first slot holds the peer's index above PEER_SHIFT and its
-#: entry's expiry (ms, well under 2**48 with ``clock.CLOCK_BASE_MS``) below.
-PEER_SHIFT = 48
-EXPIRE_MASK = (1 << PEER_SHIFT) - 1
-#: Timer granularity (ms): keys due in the same slice are recomputed together.
-TIMER_SLICE = 100
 #: Timer items one ``refresh`` call of a stripe looks at, at most (issue 14):
 #: under a millisecond under the lock; 16 stripes take 16,000 per tick.
 REFRESH_BUDGET = 1_000
@@ -98,8 +83,9 @@ class Layout:
         self.record = slot
         self.has_server_key = any(f.info.std is StdType.DICT for f in fields)
         #: generated fast forms (None: use the general methods)
-        self.fast_combine = None if self.has_server_key else _gen_combine(self)
-        self.fast_pack = None if self.has_server_key else _gen_pack(self)
+        self.fast_combine = None if self.has_server_key else gen_combine(self)
+        self.fast_pack = None if self.has_server_key else gen_pack(self)
+        self.fast_apply = None if self.has_server_key else gen_apply(self)
 
     def describe(self) -> str:
         """The layout in words (names the generated code's file)."""
@@ -190,10 +176,13 @@ def _sum_freq(arr: array, live: list[int], off: int, now: int, period: int) -> t
 class Stripe:
     lock: threading.Lock = field(default_factory=threading.Lock)
     entries: dict[bytes, array] = field(default_factory=dict)
-    dirty: set[bytes] = field(default_factory=set)  #: keys to push: a peer changed them
+    #: Keys to push: a peer changed them. A dict used as an ordered set: the
+    #: oldest change is taken first (``take_dirty``), so under overload a
+    #: key waits behind the keys changed before it, never for ever.
+    dirty: dict[bytes, None] = field(default_factory=dict)
     #: Keys to push because their aggregate changed on its own (an entry
     #: expired, a rate's period ended): pushed after ``dirty`` (``take_dirty``).
-    due: set[bytes] = field(default_factory=set)
+    due: dict[bytes, None] = field(default_factory=dict)
     timers: dict[int, list[bytes]] = field(default_factory=dict)  #: time slice -> keys due then
     timer_order: list[int] = field(default_factory=list)  #: heap of the slices in ``timers``
     server_keys: dict = field(default_factory=dict)  #: (key, peer, element) -> server name bytes
@@ -223,6 +212,10 @@ class AggTable:
         self._bucket_ms = max(TIMER_SLICE, self.expire_ms // EXPIRY_BUCKETS)
         self._converters: dict[tuple[Field, ...], object] = {}
         self._blank = array("Q", bytes(8 * self.layout.record))
+        #: take_encoded's aggregation and encoding in one generated loop (None: no fast form)
+        self._collect = None
+        if mode is TableMode.AGGREGATE and self.layout.fast_combine is not None:
+            self._collect = gen_collect(self.layout, definition.key_type == KeyType.STRING, definition.key_len)
 
     def stripe_of(self, key: bytes) -> int:
         return hash(key) % len(self.stripes)
@@ -237,11 +230,14 @@ class AggTable:
         a timed update, or None for a live one (the table's expire applies).
         """
         convert = self._converter(in_fields)
-        fast_pack = self.layout.fast_pack if convert is None else None
-        keep_received = self.layout.keep_received
         stripe = self.stripes[stripe_index]
-        table_expire = self.expire_ms
         layout = self.layout
+        if convert is None and layout.fast_apply is not None:
+            with stripe.lock:
+                layout.fast_apply(self, stripe, peer, items, now)
+            return
+        keep_received = layout.keep_received
+        table_expire = self.expire_ms
         size = layout.record
         with stripe.lock:
             entries = stripe.entries
@@ -253,16 +249,9 @@ class AggTable:
                     lifetime = expire if expire < table_expire else table_expire
                 arr = entries.get(key)
                 if arr is None:
-                    if len(entries) >= self._per_stripe_max and not self._evict_locked(stripe, now):
-                        stripe.dropped += 1
+                    arr = self.new_entry_locked(stripe, key, now, lifetime)
+                    if arr is None:
                         continue
-                    arr = entries[key] = untracked(array("Q", (0,)))
-                    bucket = stripe.expiry_index.get((now + lifetime) // self._bucket_ms)
-                    if bucket is not None and stripe.indexed < 2 * len(entries) + 1024:
-                        bucket.append(key)  # _file_locked's common case, inlined
-                        stripe.indexed += 1
-                    else:
-                        self._file_locked(stripe, key, now + lifetime)
                 at = _find(arr, peer, size)
                 if at < 0:
                     # A new array of the exact size: extend() would over-allocate.
@@ -271,12 +260,25 @@ class AggTable:
                 arr[at] = peer << PEER_SHIFT | (now + lifetime)
                 if keep_received:
                     arr[at + 1] = now
-                if fast_pack is not None:
-                    fast_pack(values, arr, at, now)
-                else:
-                    layout.pack(convert(values) if convert else values, arr, at, now, stripe.server_keys, (key, peer))
-                dirty.add(key)
+                layout.pack(convert(values) if convert else values, arr, at, now, stripe.server_keys, (key, peer))
+                dirty[key] = None
             stripe.changes += len(items)
+
+    def new_entry_locked(self, stripe: Stripe, key: bytes, now: int, lifetime: int) -> array | None:
+        """A new key's (empty) array, filed in the expiry index; None when the stripe is full
+        and nothing in it has expired (the update is dropped and counted)."""
+        entries = stripe.entries
+        if len(entries) >= self._per_stripe_max and not self._evict_locked(stripe, now):
+            stripe.dropped += 1
+            return None
+        arr = entries[key] = untracked(array("Q", (0,)))
+        bucket = stripe.expiry_index.get((now + lifetime) // self._bucket_ms)
+        if bucket is not None and stripe.indexed < 2 * len(entries) + 1024:
+            bucket.append(key)  # _file_locked's common case, inlined
+            stripe.indexed += 1
+        else:
+            self._file_locked(stripe, key, now + lifetime)
+        return arr
 
     def _converter(self, in_fields: tuple[Field, ...]):
         """None when the peer's layout is ours; else a function mapping its values to ours."""
@@ -355,8 +357,8 @@ class AggTable:
 
     def _forget_locked(self, stripe: Stripe, key: bytes, arr: array) -> None:
         del stripe.entries[key]
-        stripe.dirty.discard(key)
-        stripe.due.discard(key)
+        stripe.dirty.pop(key, None)
+        stripe.due.pop(key, None)
         if stripe.server_keys and self.layout.has_server_key:
             for at in range(1, len(arr), self.layout.record):
                 peer = arr[at] >> PEER_SHIFT
@@ -411,7 +413,7 @@ class AggTable:
                     if arr is not None and arr[0] and arr[0] <= now:
                         arr[0] = 0
                         if key not in dirty:
-                            due.add(key)
+                            due[key] = None
             return bool(order) and order[0] <= now
 
     # -- reads (I/O thread) ----------------------------------------------------------
@@ -433,22 +435,8 @@ class AggTable:
         """
         stripe = self.stripes[stripe_index]
         with stripe.lock:
-            pending = stripe.due if due else stripe.dirty
-            if not pending:
-                return []
-            if limit is None or len(pending) <= limit:
-                dirty = pending
-                if due:
-                    stripe.due = set()
-                else:
-                    stripe.dirty = set()
-            else:
-                pop = pending.pop
-                dirty = [pop() for _ in range(limit)]
-            if not due and stripe.due:
-                stripe.due.difference_update(dirty)  # pushed now: not again as due
             out = []
-            for key in dirty:
+            for key in self._take_keys_locked(stripe, limit, due):
                 arr = stripe.entries.get(key)
                 if arr is None:
                     continue
@@ -456,6 +444,43 @@ class AggTable:
                 if found is not None:
                     out.append((key, found[0], found[1]))
             return out
+
+    @property
+    def encodes_itself(self) -> bool:
+        """Whether ``take_encoded`` is available (an aggregated table without server keys)."""
+        return self._collect is not None
+
+    def take_encoded(self, stripe_index: int, now: int, limit: int | None = None,
+                     due: bool = False) -> tuple[list[bytes], list[tuple[bytes, int]]]:
+        """``take_dirty``, with each key's update body already encoded (``encodes_itself``):
+        the keys, and ``(body, remaining ms)`` for each, one generated loop for all of them."""
+        stripe = self.stripes[stripe_index]
+        with stripe.lock:
+            keys = self._take_keys_locked(stripe, limit, due)
+            if not keys:
+                return [], []
+            return self._collect(stripe, keys, now, self.layout.record)
+
+    def _take_keys_locked(self, stripe: Stripe, limit: int | None, due: bool):
+        """Up to ``limit`` of the stripe's dirty (or due) keys, oldest first, taken out."""
+        pending = stripe.due if due else stripe.dirty
+        if not pending:
+            return ()
+        if limit is None or len(pending) <= limit:
+            keys = pending
+            if due:
+                stripe.due = {}
+            else:
+                stripe.dirty = {}
+        else:
+            keys = list(islice(pending, limit))  # the oldest first
+            for key in keys:
+                del pending[key]
+        if not due and stripe.due:
+            forget = stripe.due.pop
+            for key in keys:
+                forget(key, None)  # pushed now: not again as due
+        return keys
 
     def _aggregate_locked(self, stripe: Stripe, key: bytes, arr: array, now: int) -> tuple[tuple, int] | None:
         size = self.layout.record
@@ -610,8 +635,8 @@ class AggTable:
             with stripe.lock:
                 detached.append(stripe.entries)
                 stripe.entries = {}
-                stripe.dirty = set()
-                stripe.due = set()
+                stripe.dirty = {}
+                stripe.due = {}
                 stripe.server_keys = {}
                 stripe.timers = {}
                 stripe.timer_order = []
@@ -647,124 +672,3 @@ def _find(arr: array, peer: int, size: int) -> int:
         if arr[at] >> PEER_SHIFT == peer:
             return at
     return -1
-
-
-# -- generated per layout: the hot path ----------------------------------------------
-#
-# ``Layout.combine`` and ``Layout.pack`` above are general; the functions
-# below are generated once per layout (a few dozen lines of straight code,
-# no generators or per-field dispatch) and used whenever the layout has no
-# server key. They compute exactly what the general ones do; the tests run
-# both on the same inputs.
-
-_COMBINE_TEMPLATE = """
-def combine(arr, now, size):
-    live = 0
-    newest = -1
-    newest_at = 0
-    expire_max = 0
-    expire_min = 0
-{init}
-    for at in range(1, len(arr), size):
-        expire_at = arr[at] & EXPIRE_MASK
-        if expire_at <= now:
-            continue
-        live += 1
-        if expire_at > expire_max:
-            expire_max = expire_at
-        if not expire_min or expire_at < expire_min:
-            expire_min = expire_at
-{track_newest}
-{loop}
-    if not live:
-        return None
-    due = 0
-{finish}
-    return ({values}), expire_max, expire_min, due
-"""
-
-
-def _gen_combine(layout: "Layout"):
-    init, loop, finish, values = [], [], [], []
-    pad = "        "
-    for c, (slot, count, width, std, combine, period, is_array) in enumerate(layout.columns):
-        elements = []
-        for e in range(count):
-            off, name = slot + e * width, f"c{c}_{e}"
-            if combine is Combine.SUM:
-                init.append(f"    {name} = 0")
-                loop.append(f"{pad}{name} += arr[at + {off}]")
-                limit = U64_MAX if std is StdType.ULL else U32_MAX
-                finish.append(f"    if {name} > {limit}: {name} = {limit}")
-            elif combine is Combine.MAX:
-                init.append(f"    {name} = 0")
-                loop.append(f"{pad}if arr[at + {off}] > {name}: {name} = arr[at + {off}]")
-            elif combine is Combine.LATEST:
-                finish.append(f"    {name} = arr[newest_at + {off}]")
-                if std is StdType.SINT:
-                    finish.append(f"    if {name} >= 1 << 63: {name} -= 1 << 64")
-            else:
-                # Rates: rotate each counter to now, then sum after aligning on
-                # the earliest start B (datatypes.sum_rotated), in one pass:
-                # C = sum(c) + (sum(p * s) - B * sum(p)) / P.
-                sc, sp, sps, b = f"{name}c", f"{name}p", f"{name}ps", f"{name}b"
-                init.append(f"    {sc} = {sp} = {sps} = 0; {b} = -1")
-                rotate = ROTATE.format(start="start", curr="curr", prev="prev", now="now", period=period)
-                loop += [
-                    f"{pad}start = arr[at + {off}]; curr = arr[at + {off + 1}]; prev = arr[at + {off + 2}]",
-                    *(pad + line for line in rotate.splitlines()),
-                    f"{pad}if curr or prev:",
-                    f"{pad}    {sc} += curr; {sp} += prev; {sps} += prev * start",
-                    f"{pad}    if {b} < 0 or start < {b}: {b} = start",
-                ]
-                aligned = ALIGNED_CURR.format(sum_curr=sc, sum_prev_start=sps, boundary=b, sum_prev=sp, period=period)
-                finish += [
-                    f"    if {b} < 0:",
-                    f"        {name} = (0, 0, 0)",
-                    "    else:",
-                    f"        {sc} = {aligned}",
-                    f"        {name} = (now - {b}, {sc} if {sc} < {U32_MAX} else {U32_MAX}, {sp} if {sp} < {U32_MAX} else {U32_MAX})",
-                    f"        if not due or {b} + {period} < due: due = {b} + {period}",
-                ]
-            elements.append(name)
-        values.append(f"({', '.join(elements)},)" if is_array else elements[0])
-    track = ("        if arr[at + 1] > newest:\n            newest = arr[at + 1]\n            newest_at = at"
-             if layout.keep_received else "")
-    source = _COMBINE_TEMPLATE.format(
-        track_newest=track, init="\n".join(init) or "    pass", loop="\n".join(loop) or "        pass",
-        finish="\n".join(finish) or "    pass", values=_tuple_source(values),
-    )
-    return compile_function(source, "combine", {"EXPIRE_MASK": EXPIRE_MASK}, f"combine, {layout.describe()}")
-
-
-def _gen_pack(layout: "Layout"):
-    lines, targets = [], []
-    for c, (slot, count, width, std, _, period, is_array) in enumerate(layout.columns):
-        names = []
-        for e in range(count):
-            off, name = slot + e * width, f"v{c}_{e}"
-            if std is StdType.FRQP:
-                a, cu, pr = f"{name}a", f"{name}c", f"{name}p"
-                names.append(f"({a}, {cu}, {pr})")
-                # datatypes.freq_from_wire, inlined: what it drops is stored as zeros
-                names_ = {"age": a, "curr": cu, "prev": pr, "now": "now", "period": period}
-                lines += [
-                    f"    if {FREQ_DISCARDED.format(**names_)}:",
-                    f"        arr[at + {off}] = arr[at + {off + 1}] = arr[at + {off + 2}] = 0",
-                    "    else:",
-                    f"        arr[at + {off}] = {FREQ_START.format(**names_)}",
-                    f"        arr[at + {off + 1}] = {cu}; arr[at + {off + 2}] = {pr}",
-                ]
-            else:
-                names.append(name)
-                value = f"({name} + (1 << 64) if {name} < 0 else {name})" if std is StdType.SINT else name
-                lines.append(f"    arr[at + {off}] = {value}")
-        targets.append(f"({', '.join(names)},)" if is_array else names[0])
-    unpack = f"    ({', '.join(targets)},) = values\n" if targets else ""
-    source = f"def pack(values, arr, at, now):\n{unpack}" + ("\n".join(lines) or "    pass") + "\n"
-    return compile_function(source, "pack", {}, f"pack, {layout.describe()}")
-
-
-def _tuple_source(items: list[str]) -> str:
-    """Source of a tuple display: ``()``, ``(a,)``, ``(a, b)`` (a table may store no data type)."""
-    return f"({', '.join(items)},)" if items else "()"

@@ -1,4 +1,4 @@
-"""Non-blocking stream sockets on a reactor: transports, listeners, connects.
+"""Non-blocking stream sockets on a reactor: transports and listeners (``connect``: connects).
 
 Imports ``errors`` only. It knows nothing about peers or sessions: it moves
 bytes between a socket and a ``Protocol`` object, and the application wires
@@ -28,7 +28,6 @@ Contract
   ``feed_outgoing``, and ``connection_made`` waits for ``handshake_done()``.
 - **Listener** accepts at most ``ACCEPT_BATCH`` connections per readiness
   and pauses on a timer when the process runs out of descriptors or memory.
-- **connect** never resolves names (IP literals only), so it never blocks.
 """
 
 from __future__ import annotations
@@ -47,9 +46,9 @@ from typing import Any
 from .errors import StktaggError
 
 __all__ = [
-    "ACCEPT_BATCH", "ACCEPT_RETRY_DELAY", "CONNECT_TIMEOUT", "HIGH_WATER", "LOW_WATER", "READ_SIZE",
-    "Cancellable", "EventLoop", "Layer", "Listener", "PendingConnect", "Protocol", "StreamTransport",
-    "TransportError", "connect", "ip_family",
+    "ACCEPT_BATCH", "ACCEPT_RETRY_DELAY", "HIGH_WATER", "LOW_WATER", "READ_SIZE", "RECEIVE_BUFFER",
+    "Cancellable", "EventLoop", "Layer", "Listener", "Protocol", "StreamTransport",
+    "TransportError", "ip_family", "tune_tcp",
 ]
 
 log = logging.getLogger(__name__)
@@ -57,6 +56,11 @@ log = logging.getLogger(__name__)
 #: Bytes read per readiness event: a burst of updates from a peer, but one read
 #: must fit the loop's turn budget (issue 14): 64 kB is ~6,000 updates, ~20 ms.
 READ_SIZE = 64 * 1024
+#: SO_RCVBUF of TCP connections (the kernel doubles it for its bookkeeping).
+#: Measured at saturation on loopback (4 peers, issue 15): 64 kB holds about
+#: 94 kB, 4,000 updates; 32 kB stalled the senders (our CPU at 0.78 core, on
+#: loopback's 64 kB segments); 128 and 256 kB only made probes wait longer.
+RECEIVE_BUFFER = 64 * 1024
 #: Queued bytes above which ``above_high_water()`` is true...
 HIGH_WATER = 4 * 1024 * 1024
 #: ...and below which the protocol's ``writable()`` hook is called again.
@@ -69,8 +73,6 @@ ACCEPT_BATCH = 64
 #: Pause before accepting again after EMFILE/ENFILE/ENOBUFS/ENOMEM: retrying
 #: at once would spin, since the pending connection keeps the listener ready.
 ACCEPT_RETRY_DELAY = 1.0
-#: Default time allowed for a TCP connect.
-CONNECT_TIMEOUT = 5.0
 
 #: accept() errors that mean "out of resources": back off, then retry.
 _ACCEPT_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -151,10 +153,14 @@ def ip_family(host: str) -> socket.AddressFamily:
     raise TransportError(f"{host!r} is not an IPv4 or IPv6 address literal")
 
 
-def _set_nodelay(sock: socket.socket) -> None:
-    # Peers messages are small and latency matters more than packet count.
+def tune_tcp(sock: socket.socket) -> None:
+    # Peers messages are small and latency matters more than packet count. A
+    # bounded receive buffer (Linux would grow it to tcp_rmem's maximum, 32 MB
+    # here): bytes waiting in it are updates as old as the buffer is long, so
+    # under overload a peer waits on TCP instead of queueing seconds (issue 15).
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
 
 
 def _address_of(query: Callable[[], Any]) -> Any:
@@ -635,7 +641,7 @@ class Listener:
                 self._pause(exc)
                 return
             conn.setblocking(False)
-            _set_nodelay(conn)
+            tune_tcp(conn)
             self._on_accept(conn, addr)
             if self._closed:
                 return  # on_accept closed us (shutdown)
@@ -670,131 +676,3 @@ def _remove_stale_socket(path: str) -> None:
     if not stat.S_ISSOCK(st.st_mode):
         raise TransportError(f"{path} exists and is not a socket; not removing it")
     os.unlink(path)
-
-
-class PendingConnect:
-    """An outgoing TCP connect in progress (returned by ``connect``).
-
-    Exactly one of ``on_connected`` / ``on_error`` is called, from the loop
-    and never from inside ``connect()``, unless ``cancel()`` comes first.
-    """
-
-    def __init__(self, reactor: EventLoop, sock: socket.socket, address: tuple[str, int],
-                 on_connected: Callable[[socket.socket], None],
-                 on_error: Callable[[Exception], None]) -> None:
-        self._reactor = reactor
-        self._sock: socket.socket | None = sock
-        self._address = address
-        self._on_connected = on_connected
-        self._on_error = on_error
-        self._timeout_timer: Cancellable | None = None
-        self._deferred: Cancellable | None = None  # an outcome known at once, reported soon
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """The address being connected to."""
-        return self._address
-
-    @property
-    def done(self) -> bool:
-        """True once the outcome was reported or the connect cancelled."""
-        return self._sock is None
-
-    def cancel(self) -> None:
-        """Give up: close the socket; no callback will be called."""
-        if self._sock is None:
-            return
-        sock = self._release()
-        sock.close()
-
-    def _start(self, timeout: float | None, source: tuple[str, int] | None) -> None:
-        assert self._sock is not None
-        try:
-            self._sock.setblocking(False)
-            _set_nodelay(self._sock)
-            if source is not None:
-                self._bind_source(source)
-            self._sock.connect(self._address)
-        except (BlockingIOError, InterruptedError):
-            # EINPROGRESS: the outcome comes with writability (SO_ERROR).
-            self._reactor.add_writer(self._sock, self._on_writable)
-            if timeout is not None:
-                self._timeout_timer = self._reactor.call_later(timeout, self._on_timeout, timeout)
-            return
-        except OSError as exc:
-            self._deferred = self._reactor.call_soon(self._fail, exc)
-            return
-        self._deferred = self._reactor.call_soon(self._succeed)
-
-    def _bind_source(self, source: tuple[str, int]) -> None:
-        assert self._sock is not None
-        if source[1] != 0:
-            # A fixed source port is reused across reconnects; without this
-            # the previous connection's TIME_WAIT would block the bind.
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(source)
-
-    def _on_writable(self) -> None:
-        if self._sock is None:
-            return
-        err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            # OSError(errno, ...) builds the matching subclass, for example
-            # ConnectionRefusedError for ECONNREFUSED.
-            self._fail(OSError(err, os.strerror(err)))
-        else:
-            self._succeed()
-
-    def _on_timeout(self, timeout: float) -> None:
-        self._timeout_timer = None
-        host, port = self._address
-        self._fail(TimeoutError(errno.ETIMEDOUT, f"connect to {host} port {port} timed out after {timeout:g} s"))
-
-    def _release(self) -> socket.socket:
-        sock = self._sock
-        assert sock is not None
-        self._sock = None
-        for handle in (self._timeout_timer, self._deferred):
-            if handle is not None:
-                handle.cancel()
-        self._timeout_timer = self._deferred = None
-        self._reactor.remove_writer(sock)
-        return sock
-
-    def _succeed(self) -> None:
-        sock = self._release()
-        self._on_connected(sock)
-
-    def _fail(self, exc: Exception) -> None:
-        sock = self._release()
-        sock.close()
-        self._on_error(exc)
-
-
-def connect(reactor: EventLoop, address: tuple[str, int],
-            on_connected: Callable[[socket.socket], None],
-            on_error: Callable[[Exception], None], *, timeout: float | None = CONNECT_TIMEOUT,
-            source: tuple[str, int] | None = None) -> PendingConnect:
-    """Start a non-blocking TCP connect to an IP literal.
-
-    Args:
-        reactor: the event loop.
-        address: ``(ip, port)``; the ip must be a literal (no DNS, which
-            would block the loop).
-        on_connected: called with the connected socket (non-blocking,
-            TCP_NODELAY), which then belongs to the callee.
-        on_error: called with the error: an ``OSError`` such as
-            ``ConnectionRefusedError``, or ``TimeoutError`` after ``timeout``.
-        timeout: seconds before giving up (None: the kernel's own limit).
-        source: optional local ``(ip, port)`` to bind first.
-
-    Returns:
-        A ``PendingConnect`` whose ``cancel()`` gives up silently.
-
-    Raises:
-        TransportError: ``address`` is not an IP literal.
-    """
-    sock = socket.socket(ip_family(address[0]), socket.SOCK_STREAM)
-    pending = PendingConnect(reactor, sock, address, on_connected, on_error)
-    pending._start(timeout, source)
-    return pending

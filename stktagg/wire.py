@@ -28,7 +28,7 @@ import struct
 from dataclasses import dataclass
 from typing import Union
 
-from .codec import DecodeError, Reader, be32, decode_varint, encode_varint
+from .codec import VARINT_MAX_LENGTH, VARINT_MAX_VALUE, DecodeError, Reader, be32, decode_varint, encode_varint
 from .codegen import compile_function
 from .errors import LocalProtocolError, MessageTooLarge, PeersErrorCode
 from .schema import DictCache, KeyType, StdType, TableCodec, compile_codec, expected_params
@@ -517,7 +517,8 @@ def encode_definition(msg: TableDefinition) -> bytes:
 # inlined. It stops, leaving the frame to the general decoder, at the first
 # frame it does not handle exactly (another message, an incomplete frame, a
 # layout it was not generated for, extra bytes, anything unusual), so every
-# error keeps the general decoder's precise semantics.
+# error keeps the general decoder's precise semantics. ``buf`` is ``bytes``
+# (``FrameDecoder.frozen``): a slice of it is the key, with no copy of a copy.
 
 _RUN_TEMPLATE = '''
 def decode_run(buf, pos, end, last_id, limit, max_size):
@@ -564,16 +565,26 @@ def decode_run(buf, pos, end, last_id, limit, max_size):
 
 
 def _gen_varint(target: str, indent: str) -> list[str]:
+    # The multi-byte case inlined too: counters soon pass 240, and a call
+    # returning a tuple costs as much as the rest of a field's decoding. A
+    # varint longer than VARINT_MAX_LENGTH, or wider than 64 bits, stops the
+    # run (IndexError): the general decoder then raises the typed error.
     return [
-        f"{indent}b = buf[p]",
-        f"{indent}if b < 240:",
-        f"{indent}    {target} = b",
-        f"{indent}    p += 1",
-        f"{indent}else:",
-        f"{indent}    got = varint(buf, p)",
-        f"{indent}    if got is None:",
+        f"{indent}{target} = buf[p]",
+        f"{indent}p += 1",
+        f"{indent}if {target} >= 240:",
+        f"{indent}    shift = 4",
+        f"{indent}    while True:",
+        f"{indent}        b = buf[p]",
+        f"{indent}        p += 1",
+        f"{indent}        {target} += b << shift",
+        f"{indent}        if b < 128:",
+        f"{indent}            break",
+        f"{indent}        shift += 7",
+        f"{indent}        if shift > {4 + 7 * (VARINT_MAX_LENGTH - 2)}:",
+        f"{indent}            raise IndexError",
+        f"{indent}    if {target} > {VARINT_MAX_VALUE}:",
         f"{indent}        raise IndexError",
-        f"{indent}    {target}, p = got",
     ]
 
 
@@ -612,11 +623,11 @@ def compile_run_decoder(key_type: int, key_len: int, mask: int, params: tuple[tu
     lines = []
     if key_type == KeyType.STRING:
         lines += _gen_varint("klen", indent)
-        lines += [f"{indent}key = bytes(buf[p:p + klen])", f"{indent}p += klen",
+        lines += [f"{indent}key = buf[p:p + klen]", f"{indent}p += klen",
                   f"{indent}if p > stop:", f"{indent}    break"]
     else:
         size = 4 if key_type == KeyType.INTEGER else key_len
-        lines += [f"{indent}key = bytes(buf[p:p + {size}])", f"{indent}p += {size}"]
+        lines += [f"{indent}key = buf[p:p + {size}]", f"{indent}p += {size}"]
     layout = _value_layout(codec)
     if layout is None:
         return None

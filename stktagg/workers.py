@@ -4,10 +4,12 @@ Imports ``table`` only. Besides ``daemon``, the only module that starts threads.
 
 Ownership: worker ``i`` owns the stripes ``s`` with ``s % count == i``. The
 I/O thread cuts each received batch by stripe and queues each piece to the
-stripe's owner, so the updates of one key are always applied by one thread,
-in the order they arrived. After a worker has drained its queue it calls
-``notify()`` once (in production ``reactor.call_soon_threadsafe`` of the push
-round), so a burst of batches costs one wake-up, not one per batch.
+stripe's owner, so the updates of one key are applied in the order they
+arrived. After a worker has drained its queue it calls ``notify()`` once (in
+production ``reactor.call_soon_threadsafe`` of the push round), so a burst of
+batches costs one wake-up, not one per batch. A small batch that finds every
+queue drained is applied by the I/O thread itself (``DIRECT_BATCH``): the
+stripe locks make that safe, and with nothing queued the order holds.
 """
 
 from __future__ import annotations
@@ -25,19 +27,28 @@ log = logging.getLogger(__name__)
 _STOP = object()
 #: Longest time a busy worker goes without waking the loop for a push round.
 WAKE_INTERVAL = 0.005
+#: Batches of at most this many updates are applied in the calling thread
+#: when the workers have nothing waiting (``submit_updates``).
+DIRECT_BATCH = 32
 
 
 class Workers:
     """A fixed pool of threads, each owning a share of every table's stripes."""
 
-    def __init__(self, count: int, notify: Callable[[], None]) -> None:
-        """``count`` threads; 0 applies every batch in the calling thread (for measurements)."""
+    def __init__(self, count: int, notify: Callable[[], None], notify_here: Callable[[], None] | None = None) -> None:
+        """``count`` threads; 0 applies every batch in the calling thread (for measurements).
+
+        ``notify`` is called from a worker thread after a burst; ``notify_here``
+        (default: ``notify``) after a batch applied in the calling thread, which
+        in production is the loop's own thread and needs no self-pipe wake-up.
+        """
         if count < 0:
             raise ValueError(f"worker count cannot be negative: {count}")
         self.inline = count == 0
         count = max(count, 1)
         self.count = count
         self._notify = notify
+        self._notify_here = notify_here or notify
         self._queues: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(count)]
         self._threads = [
             threading.Thread(target=self._run, args=(i, q), name=f"stktagg-worker-{i}", daemon=True)
@@ -45,6 +56,7 @@ class Workers:
         ]
         self.submitted = 0  #: updates queued (written by the I/O thread only)
         self._applied = [0] * count  #: updates applied, one counter per worker (no lock needed)
+        self._applied_here = 0  #: updates applied in the calling thread (written by it only)
 
     def start(self) -> None:
         if self.inline:
@@ -70,24 +82,30 @@ class Workers:
         per_worker: dict[int, list] = {}
         for stripe, part in by_stripe.items():
             per_worker.setdefault(stripe % self.count, []).append((stripe, part))
+        # A small batch while every queued update is applied goes in at once,
+        # in this thread: at low rates a batch is an update or two, and waking
+        # a worker for it (queue, thread switch, the loop's wake-up) costs
+        # far more than the work (issue 15). The order of a key's updates
+        # holds, since nothing of this peer is waiting in a queue.
+        direct = self.inline or (len(items) <= DIRECT_BATCH and self.submitted == self.applied)
         self.submitted += len(items)
         for worker, parts in per_worker.items():
             job = (_apply_parts, (table, peer, in_fields, parts, now), sum(len(p) for _, p in parts))
-            if self.inline:
+            if direct:
                 _apply_parts(*job[1])
-                self._applied[0] += job[2]
+                self._applied_here += job[2]
             else:
                 self._queues[worker].put(job)
-        if self.inline:
-            self._notify()
+        if direct:
+            self._notify_here()
 
     @property
     def applied(self) -> int:
-        return sum(self._applied)
+        return sum(self._applied) + self._applied_here
 
     def pending(self) -> int:
         """Updates queued and not yet applied (approximate)."""
-        return self.submitted - sum(self._applied)
+        return self.submitted - self.applied
 
     def submit_refresh(self, table: AggTable, now: int) -> None:
         """Queue the timer work (expiries, rate boundaries) of every stripe of ``table``.
@@ -102,7 +120,7 @@ class Workers:
             else:
                 self._queues[worker].put((_refresh, (table, stripes, now), 0))
         if self.inline:
-            self._notify()
+            self._notify_here()
 
     def _run(self, index: int, jobs: queue.SimpleQueue) -> None:
         """A worker's loop: apply queued jobs, wake the loop (see the module docstring)."""

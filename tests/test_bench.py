@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -110,3 +111,140 @@ def test_bench_compare_runs_each_target_and_prints_one_row_each():
     table = lines[2:]
     assert table[1].split()[:2] == ["target", "acked/s"]
     assert [row.split()[0] for row in table[3:]] == ["stktagg", "naive"]
+
+
+# -- the pure parts of --shards, --warmup, --python, --compare spellings (fast, no load) ----------
+
+
+def test_shard_split_is_fixed_per_key_and_covers_every_key_once():
+    bench = _bench_module()
+    keys, shards = 1001, 3
+    parts = [list(bench.shard_keys(keys, j, shards)) for j in range(shards)]
+    assert sorted(i for part in parts for i in part) == list(range(keys))  # each key in exactly one shard
+    assert all(bench.shard_of(i, shards) == j for j, part in enumerate(parts) for i in part)
+    assert [len(p) for p in parts] == [334, 334, 333]
+    assert list(bench.shard_keys(10, 0, 1)) == list(range(10))  # unsharded: every key
+
+
+def test_shard_templates_hold_only_that_shards_keys():
+    bench = _bench_module()
+    data = bench.explicit_template(0, 2, bench.shard_keys(10, 1, 2))
+    keys = [data[i + 7:i + 11] for i in range(0, len(data), bench.EXPLICIT_LEN)]
+    assert keys == [bench.bulk_key(i) for i in (1, 3, 5, 7, 9)]
+    assert bench.explicit_template(4, 1) == bench.explicit_template(0, 1, range(4))  # the old spelling
+    assert bench.implied_template(range(5), 1) == bench.pass_buffer(5, 0, 1)
+
+
+def test_shard_peers_are_consecutive_ports_with_numbered_names():
+    bench = _bench_module()
+    assert bench.shard_peers("127.0.0.9:11100", "AGGR", 1) == [("127.0.0.9", 11100, "AGGR")]
+    assert bench.shard_peers("127.0.0.9:11100", "AGGR", 3) == [
+        ("127.0.0.9", 11100, "AGGR.1"), ("127.0.0.9", 11101, "AGGR.2"), ("127.0.0.9", 11102, "AGGR.3")]
+
+
+def test_generated_sharded_config_parses_to_n_local_shards(tmp_path):
+    from stktagg.config import parse
+
+    bench = _bench_module()
+    args = bench.parse_args(["--spawn", "stktagg", "--shards", "3", "--peers", "2", "--target", "127.0.0.9:11100"])
+    assert args.label == "stktagg:3"
+    section = parse(bench.stktagg_config(args, str(tmp_path)), "aggr.cfg").aggregations[0]
+    assert section.shards == 3
+    assert [(p.name, p.address.port, p.shard) for p in section.local_peers] == [
+        ("AGGR.1", 11100, 1), ("AGGR.2", 11101, 2), ("AGGR.3", 11102, 3)]
+    assert [p.name for p in section.remote_peers] == ["bench0", "bench1"]
+    unsharded = bench.parse_args(["--spawn", "stktagg", "--peers", "2", "--target", "127.0.0.9:11100"])
+    section = parse(bench.stktagg_config(unsharded, str(tmp_path)), "aggr.cfg").aggregations[0]
+    assert section.shards is None and [p.name for p in section.local_peers] == ["AGGR"]
+
+
+def test_target_spellings():
+    bench = _bench_module()
+    assert bench.parse_target("stktagg") == bench.TargetSpec("stktagg")
+    assert bench.parse_target("stktagg:2") == bench.TargetSpec("stktagg", 2)
+    assert bench.parse_target("naive@pypy") == bench.TargetSpec("naive", 1, "pypy")
+    assert str(bench.parse_target("stktagg:4@pypy3")) == "stktagg:4@pypy3"
+    assert str(bench.parse_target("stktagg:1")) == "stktagg"
+    for bad in ("naive:2", "haproxy:2", "haproxy@pypy", "stktagg:0", "stktagg:65", "nginx", "stktagg:x", ""):
+        with pytest.raises(ValueError):
+            bench.parse_target(bad)
+
+
+def test_compare_targets_carry_their_shards_and_interpreter():
+    bench = _bench_module()
+    args = bench.parse_args(["--compare", "stktagg, stktagg:2 ,naive", "--python", "python3 -X dev"])
+    assert [str(t) for t in args.compare] == ["stktagg", "stktagg:2", "naive"]
+    runs = [bench.target_args(args, t) for t in args.compare]
+    assert [(r.spawn, r.shards, r.label) for r in runs] == [
+        ("stktagg", 1, "stktagg"), ("stktagg", 2, "stktagg:2"), ("naive", 1, "naive")]
+    assert bench.python_prefix(runs[0]) == ["python3", "-X", "dev"]
+    assert args.shards == 1 and args.spawn is None  # the options themselves untouched
+    env = {"STKTAGG_BENCH_PYPY": "bash contrib/testbeds.sh run trixie pypy3"}
+    run = bench.target_args(args, bench.parse_target("stktagg:2@pypy"), env)
+    assert bench.python_prefix(run) == ["bash", "contrib/testbeds.sh", "run", "trixie", "pypy3"]
+    with pytest.raises(ValueError, match="STKTAGG_BENCH_NO_SUCH_PY"):
+        bench.interpreter_for("no-such.py", {})
+
+
+def test_default_python_is_this_interpreter_and_bad_options_are_refused(capsys):
+    bench = _bench_module()
+    assert bench.python_prefix(bench.parse_args([])) == [sys.executable]
+    args = bench.parse_args([])
+    assert (args.warmup, args.shards, args.label) == (0.0, 1, None)
+    for argv in (["--spawn", "naive", "--shards", "2"], ["--compare", "stktagg", "--shards", "2"],
+                 ["--compare", "naive:2"], ["--warmup", "-1"], ["--shards", "3", "--keys", "2"],
+                 ["--rebuild", "--shards", "2"]):
+        with pytest.raises(SystemExit):
+            bench.parse_args(argv)
+    capsys.readouterr()
+
+
+def test_process_tree_sums_the_cpu_of_children_too():
+    bench = _bench_module()
+    busy = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\n" \
+           "print('done', flush=True)\nimport sys; sys.stdin.read()"
+    child = subprocess.Popen([sys.executable, "-c", busy], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "done\n"  # it has burnt its CPU and still lives
+        tree = bench.process_tree(os.getpid())
+        assert tree[0] == os.getpid() and child.pid in tree
+        by_pid = bench.tree_cpu_by_pid(tree)
+        assert by_pid[child.pid] >= 0.25
+        assert bench.tree_cpu(tree) >= by_pid[child.pid] + bench._proc_cpu(os.getpid()) - 0.02
+        assert bench.tree_rss(tree) >= bench._proc_rss(os.getpid()) + bench._proc_rss(child.pid)
+    finally:
+        child.stdin.close()
+        child.wait(5)
+    assert child.pid not in bench.process_tree(os.getpid())
+
+
+def test_comparison_table_has_procs_and_says_warmup():
+    bench = _bench_module()
+    row = {"target": "stktagg:2", "acked_per_s": 1000, "pushed_back_per_s_per_session": 10,
+           "latency_ms": {"p50": 1.0, "p95": 2.0, "p99": 3.0}, "target_cpu_us_per_update": 5.0,
+           "target_cpu_cores": 0.5, "target_processes": 3, "target_rss_bytes": 30e6, "bench_cpu_per_process": 0.4,
+           "bench_processes": 1, "bottleneck": "target (a process with one core busy)", "errors": [],
+           "peers": 4, "keys": 100, "updates": "explicit", "offered_rate": None, "warmup_s": 2.0, "duration_s": 4.0}
+    lines = bench.render_comparison([row]).splitlines()
+    assert lines[0].endswith("measured 4 s after a 2 s warmup")
+    assert lines[1].split()[:8] == ["target", "acked/s", "pushed/s/session", "latency", "p50/p99", "ms",
+                                    "CPU", "us/update"]
+    assert "procs" in lines[1].split()
+    assert lines[3].split()[0] == "stktagg:2" and lines[3].split()[8] == "3"
+    assert "warmup" not in bench.render_comparison([dict(row, warmup_s=0)]).splitlines()[0]
+
+
+def test_observer_notes_when_each_probe_value_first_comes_back():
+    bench = _bench_module()
+    s = bench._Session("bench1", None, observer=True, prober=False)
+    probe = bench.PROBE_PREFIX + b"\x00\x07"
+    s.inbuf += (bench.explicit(41, bench.bulk_key(3), 9) + bench.explicit(42, probe, 7)
+                + bench.incremental(bench.PROBE_PREFIX + b"\x00\x08", 8) + b"\x00\x00")
+    seen, controls = {}, []
+    bench._frame_walk(s, seen, controls)
+    assert sorted(seen) == [7, 8] and s.pushed == 3 and controls == [0] and not s.inbuf
+    first = dict(seen)
+    s.inbuf += bench.explicit(43, probe, 7)
+    bench._frame_walk(s, seen, controls)
+    assert seen == first  # the first arrival counts
+    bench._frame_walk(s, None, controls)  # not an observer: pushes counted only

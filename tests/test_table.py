@@ -159,7 +159,7 @@ class TestGeneratedFastPaths:
         definition = TableDefinition(0, b"t", 6, 33, mask, 60000, ((10, 10_000), (23, 2), (24, 2, 10_000)))
         rng = random.Random(3)
         fast, slow = table(definition), table(definition)
-        slow.layout.fast_combine = slow.layout.fast_pack = None
+        slow.layout.fast_combine = slow.layout.fast_pack = slow.layout.fast_apply = None
         assert fast.layout.fast_combine is not None
         for step in range(3000):
             key = f"k{rng.randrange(50)}".encode()

@@ -25,14 +25,8 @@ from typing import Any
 import pytest
 
 from stktagg.loop import Reactor
-from stktagg.transport import (
-    Listener,
-    PendingConnect,
-    StreamTransport,
-    TransportError,
-    connect,
-    ip_family,
-)
+from stktagg.connect import PendingConnect, connect
+from stktagg.transport import Listener, StreamTransport, TransportError, ip_family
 
 #: The deadline of every wait (normally milliseconds; generous for a loaded machine).
 TIMEOUT = 30.0
@@ -653,3 +647,13 @@ class TestLayer:
         raw.sendall(b"NOTHELLO!")
         assert net.run_until(lambda: accepted and accepted[0].lost)
         assert isinstance(accepted[0].exc, ValueError)
+
+
+def test_tcp_connections_get_a_bounded_receive_buffer() -> None:
+    """Without a bound Linux grows it to tcp_rmem's maximum (32 MB here): seconds of updates."""
+    from stktagg.transport import RECEIVE_BUFFER, tune_tcp
+
+    with socket.socket() as sock:
+        tune_tcp(sock)
+        assert RECEIVE_BUFFER <= sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) <= 2 * RECEIVE_BUFFER
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)

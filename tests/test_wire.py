@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from stktagg.codec import DecodeError, Reader
+from stktagg.codec import DecodeError, Reader, encode_varint
 from stktagg.errors import (
     LocalProtocolError,
     MessageTooLarge,
@@ -1246,3 +1246,36 @@ def test_short_update_frame_after_a_definition_is_a_typed_error_not_a_crash():
     assert decoder.next_run() is None  # left to the general decoder...
     with pytest.raises(RemoteProtocolError):
         decoder.next_message()  # ...which says what is wrong
+
+
+class TestRunDecoderVarints:
+    """The run decoder inlines multi-byte varints; anything unusual is left to the general decoder."""
+
+    @staticmethod
+    def stream(*raw_values: bytes) -> MessageDecoder:
+        name = b"t.local"
+        body = bytes((1, len(name))) + name + bytes((4, 4)) + encode_varint(1 << 9) + encode_varint(60_000)
+        data = b"\x0a\x82" + encode_varint(len(body)) + body
+        for i, raw in enumerate(raw_values):
+            update = (i + 1).to_bytes(4, "big") + bytes((10, 0, 0, i)) + raw
+            data += b"\x0a\x80" + encode_varint(len(update)) + update
+        decoder = MessageDecoder()
+        decoder.feed(data)
+        assert isinstance(decoder.next_message(), TableDefinition)
+        return decoder
+
+    def test_multi_byte_values_decode_as_the_general_decoder_does(self):
+        values = [0, 239, 240, 2287, 2288, 264_431, 264_432, (1 << 32) - 1, (1 << 64) - 1]
+        fast = self.stream(*map(encode_varint, values)).next_run()[1]
+        general = drain(self.stream(*map(encode_varint, values)))
+        assert [v for _, v, _ in fast] == [u.values for u in general] == [(v,) for v in values]
+
+    @pytest.mark.parametrize("raw", [b"\xff" * 10 + b"\x01", b"\xff" * 9 + b"\x7f"],
+                             ids=["longer than 10 bytes", "wider than 64 bits"])
+    def test_a_bad_varint_ends_the_run_and_the_general_decoder_names_it(self, raw):
+        decoder = self.stream(encode_varint(7), raw)
+        table, items, last = decoder.next_run()
+        assert [v for _, v, _ in items] == [(7,)] and last == 1  # the good update before it
+        assert decoder.next_run() is None
+        with pytest.raises(DecodeError, match="varint"):
+            decoder.next_message()

@@ -9,7 +9,7 @@ import pytest
 
 from stktagg.table import AggTable, TableMode
 from stktagg.wire import TableDefinition
-from stktagg.workers import Workers
+from stktagg.workers import DIRECT_BATCH, Workers
 
 DEF = TableDefinition(0, b"t.aggr", 6, 33, 1 << 9, 60_000, ())
 
@@ -38,3 +38,37 @@ def test_inline_mode_applies_before_returning():
     workers = Workers(0, lambda: None)
     workers.submit_updates(table, 0, table.fields, [(b"x", (3,), None)], 0)
     assert table.lookup(b"x", 0)[0] == (3,)
+
+
+def test_a_small_batch_with_nothing_queued_is_applied_at_once_in_the_calling_thread():
+    table = AggTable(DEF, TableMode.AGGREGATE)
+    here, there = [], []
+    workers = Workers(1, lambda: there.append(threading.get_ident()), lambda: here.append(threading.get_ident()))
+    workers.start()
+    try:
+        workers.submit_updates(table, 0, table.fields, [(b"x", (3,), None)], 0)
+        assert table.lookup(b"x", 0)[0] == (3,)  # no wait: applied before returning
+        assert here == [threading.get_ident()] and not there and workers.pending() == 0
+    finally:
+        workers.stop()
+
+
+def test_a_small_batch_behind_queued_work_keeps_its_order():
+    table = AggTable(DEF, TableMode.AGGREGATE)
+    release = threading.Event()
+    woken = threading.Event()
+    workers = Workers(1, woken.set)
+    workers.start()
+    try:
+        workers._queues[0].put((lambda: release.wait(30), (), 0))  # the worker is busy...
+        workers.submit_updates(table, 0, table.fields, [(b"x", (1,), None)] * (DIRECT_BATCH + 1), 0)  # ...queued
+        workers.submit_updates(table, 0, table.fields, [(b"x", (2,), None)], 0)  # small, but must wait its turn
+        assert workers.pending() == DIRECT_BATCH + 2 and table.lookup(b"x", 0) is None
+        release.set()
+        deadline = time.monotonic() + 30
+        while workers.pending() and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling interval; the deadline decides
+        assert table.lookup(b"x", 0)[0] == (2,)  # the later update won
+    finally:
+        release.set()
+        workers.stop()
