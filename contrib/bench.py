@@ -446,12 +446,12 @@ def _write(s: _Session, message_len: int, budget: float | None) -> int:
 
 
 def _proc_cpu(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _proc_rss(pid: int) -> int:
-    for line in open(f"/proc/{pid}/status"):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
@@ -468,7 +468,7 @@ def process_tree(pid: int) -> list[int]:
         for entry in os.listdir("/proc"):
             if entry.isdigit():
                 try:
-                    ppid = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
+                    ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
                 except (OSError, IndexError, ValueError):
                     continue  # gone meanwhile
                 parents.setdefault(ppid, []).append(int(entry))
@@ -478,7 +478,7 @@ def process_tree(pid: int) -> list[int]:
             kids = []
             try:
                 for task in os.listdir(f"/proc/{current}/task"):
-                    kids += [int(k) for k in open(f"/proc/{current}/task/{task}/children").read().split()]
+                    kids += [int(k) for k in Path(f"/proc/{current}/task/{task}/children").read_text().split()]
             except OSError:
                 pass  # gone meanwhile
         else:
@@ -497,7 +497,7 @@ def tree_cpu_by_pid(pids: list[int]) -> dict[int, float]:
     cpu = {}
     for pid in pids:
         try:
-            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # gone meanwhile
         cpu[pid] = sum(int(f) for f in fields[11:15]) / ticks
@@ -549,7 +549,7 @@ def spawn_target(kind: str, args: argparse.Namespace, workdir: str) -> subproces
     names = [f"bench{i}" for i in range(args.peers)]
     if kind == "stktagg":
         path = os.path.join(workdir, "aggr.cfg")
-        open(path, "w").write(stktagg_config(args, workdir))
+        Path(path).write_text(stktagg_config(args, workdir))  # closed: PyPy flushes on GC only
         entry = str(ROOT / "hapee_stktagg.py")
         argv = [*python_prefix(args), entry, "-f", path,
                 *(["-W", str(args.workers)] if args.workers is not None else [])]
@@ -564,7 +564,7 @@ def spawn_target(kind: str, args: argparse.Namespace, workdir: str) -> subproces
                  "peers mypeers", f"    peer {args.target_name} {args.target}"]
         lines += [f"    peer {n} {host}:{20000 + i}" for i, n in enumerate(names)]
         path = os.path.join(workdir, "hap.cfg")
-        open(path, "w").write("\n".join(lines) + "\n")
+        Path(path).write_text("\n".join(lines) + "\n")
         argv = [shutil.which("haproxy") or "/usr/sbin/haproxy", "-db", "-f", path]
     log = open(os.path.join(workdir, f"{kind}.log"), "wb")
     process = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)

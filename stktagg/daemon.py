@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import grp
 import logging
 import os
@@ -85,7 +86,7 @@ def load_checked(path: str) -> Config:
     if errors:
         raise errors[0]
     if config.global_.cpu_map:
-        check_cpus(config, set(os.sched_getaffinity(0)))
+        check_cpus(config, cpu_affinity())
     listeners: dict[tuple[str, int], bool] = {}
     for section in config.aggregations:
         section_contexts(section)  # loads every certificate and CA now, errors at their line
@@ -137,7 +138,7 @@ def run(config: Config, args: argparse.Namespace, daemon: bool) -> int:
     if not _bind(server, reactor, config):
         return EXIT_RUNTIME
     if config.global_.cpu_map:
-        os.sched_setaffinity(0, set(config.global_.cpu_map))
+        set_cpu_affinity(set(config.global_.cpu_map))
     pidfile = args.pidfile or config.global_.pidfile
     if daemon:
         daemonize()
@@ -205,6 +206,63 @@ def run_sharded(config: Config, args: argparse.Namespace, daemon: bool) -> int:
             remove_pidfile(pidfile)
     log.info("stopped")
     return EXIT_OK
+
+
+#: Bytes of the ``cpu_set_t`` handed to libc: glibc's size, 1,024 CPUs.
+_CPU_SET_BYTES = 128
+
+
+def cpu_affinity() -> set[int]:
+    """The CPUs this process may run on.
+
+    PyPy's ``os`` has no ``sched_getaffinity``: then libc's, through ctypes, else
+    ``Cpus_allowed_list`` of /proc/self/status.
+    """
+    if hasattr(os, "sched_getaffinity"):
+        return set(os.sched_getaffinity(0))
+    try:
+        return _libc_affinity()
+    except (OSError, AttributeError):  # no libc, no such function, or more than 1,024 CPUs
+        return _proc_affinity()
+
+
+def set_cpu_affinity(cpus: set[int]) -> None:
+    """Pin this process to *cpus*; OSError as ``os.sched_setaffinity`` (which PyPy lacks)."""
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cpus)
+        return
+    import ctypes
+
+    if any(cpu < 0 or cpu >= _CPU_SET_BYTES * 8 for cpu in cpus):
+        raise OSError(errno.EINVAL, f"CPU numbers must be in 0-{_CPU_SET_BYTES * 8 - 1}")
+    mask = bytearray(_CPU_SET_BYTES)
+    for cpu in cpus:
+        mask[cpu // 8] |= 1 << (cpu % 8)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.sched_setaffinity(0, _CPU_SET_BYTES, ctypes.create_string_buffer(bytes(mask), _CPU_SET_BYTES)) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def _libc_affinity() -> set[int]:
+    import ctypes
+
+    mask = ctypes.create_string_buffer(_CPU_SET_BYTES)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.sched_getaffinity(0, _CPU_SET_BYTES, mask) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return {cpu for cpu in range(_CPU_SET_BYTES * 8) if mask.raw[cpu // 8] >> (cpu % 8) & 1}
+
+
+def _proc_affinity() -> set[int]:
+    with open("/proc/self/status") as status:
+        allowed = next(line for line in status if line.startswith("Cpus_allowed_list:")).split(":", 1)[1]
+    cpus: set[int] = set()
+    for part in allowed.strip().split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
 
 
 def _bind(server: Server, reactor: Reactor, config: Config) -> bool:

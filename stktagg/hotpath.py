@@ -149,14 +149,16 @@ def collect(stripe, keys, now, size):
         due = 0
 {finish}
         deadline = expire_min if not due or expire_min < due else due
-        arr[0] = deadline
         slot = -(-deadline // TIMER_SLICE) * TIMER_SLICE
-        bucket = timers.get(slot)
-        if bucket is None:
-            timers[slot] = [key]
-            heappush(stripe.timer_order, slot)
-        else:
-            bucket.append(key)
+        filed = arr[0]
+        arr[0] = deadline
+        if not filed or -(-filed // TIMER_SLICE) * TIMER_SLICE != slot:  # else: in that slot already
+            bucket = timers.get(slot)
+            if bucket is None:
+                timers[slot] = [key]
+                heappush(stripe.timer_order, slot)
+            else:
+                bucket.append(key)
         taken.append(key)
         bodies.append((b"".join(({key}, {encoded})), expire_max - now))
     return taken, bodies

@@ -512,8 +512,10 @@ class AggTable:
         return values, expire_at
 
     def _schedule_locked(self, stripe: Stripe, key: bytes, arr: array, deadline: int) -> None:
-        arr[0] = deadline
+        filed, arr[0] = arr[0], deadline
         slice_ = -(-deadline // TIMER_SLICE) * TIMER_SLICE
+        if filed and -(-filed // TIMER_SLICE) * TIMER_SLICE == slice_:
+            return  # filed in that slice already (a rate's period end stays put for a period)
         bucket = stripe.timers.get(slice_)
         if bucket is None:
             stripe.timers[slice_] = [key]

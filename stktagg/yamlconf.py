@@ -129,8 +129,8 @@ def cfg_to_yaml(text: str, path: str = "<string>") -> str:
             current[key] = value
             _attach(current, key, lead, note)
     trailing = [comments[n] for n in sorted(comments) if n not in used]
-    if trailing:
-        root.yaml_set_comment_before_after_key(list(root)[-1], after="\n".join(trailing)) if root else None
+    if trailing and root:
+        root.yaml_set_comment_before_after_key(list(root)[-1], after="\n".join(trailing))
     out = io.StringIO()
     yaml = YAML()
     yaml.indent(mapping=2, sequence=4, offset=2)

@@ -68,6 +68,7 @@ def test_big_tables_are_frozen_small_ones_thawed(gc_state) -> None:
     assert gc.get_freeze_count() == 0 and policy.freezes == 1
 
 
+@cpython_only  # gc.set_debug: PyPy has none
 def test_closed_peer_sessions_leave_no_reference_cycle(gc_state) -> None:
     bed = Bed()
     try:

@@ -3,6 +3,7 @@ CPU pinning, source address, signals, stats socket ownership, syslog."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import time
 import pytest
 
 from harness import CONVERGE_TIMEOUT, ENTRY, ROOT, Aggregator, can_query, fresh_loopback, unix_query, wait_for
+from stktagg import daemon
 
 BASE = """\
 global
@@ -31,9 +33,10 @@ def config(tmp_path, addr, sock_opts="", extra_global="") -> str:
 
 
 def status_field(pid: int, name: str) -> str:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith(name + ":"):
-            return line.split(":", 1)[1].strip()
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(name + ":"):
+                return line.split(":", 1)[1].strip()
     raise KeyError(name)
 
 
@@ -118,13 +121,29 @@ def test_unknown_user_is_refused_before_anything_starts(tmp_path):
 
 
 def test_cpu_map_pins_the_process(tmp_path):
-    cpu = max(os.sched_getaffinity(0))
+    cpu = max(daemon.cpu_affinity())  # not os.sched_getaffinity: PyPy has none
     aggr = Aggregator(tmp_path, config(tmp_path, fresh_loopback(), extra_global=f"    cpu-map {cpu}\n"))
     aggr.start()
     try:
         assert status_field(aggr.process.pid, "Cpus_allowed_list") == str(cpu)
     finally:
         aggr.stop()
+
+
+def test_cpu_affinity_without_os_sched_functions(monkeypatch):
+    """PyPy's os has no sched_getaffinity/sched_setaffinity: libc's through ctypes, or /proc."""
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.delattr(os, "sched_setaffinity", raising=False)
+    cpus = daemon._proc_affinity()
+    assert cpus and daemon._libc_affinity() == cpus and daemon.cpu_affinity() == cpus
+    daemon.set_cpu_affinity(cpus)  # the CPUs it has already: changes nothing
+    assert daemon.cpu_affinity() == cpus
+    with pytest.raises(OSError) as too_big:
+        daemon.set_cpu_affinity({4000})
+    assert too_big.value.errno == errno.EINVAL
+    with pytest.raises(OSError) as empty:
+        daemon.set_cpu_affinity(set())
+    assert empty.value.errno == errno.EINVAL and empty.value.strerror
 
 
 def test_cpu_map_with_an_unknown_cpu_is_a_config_error(tmp_path):

@@ -72,7 +72,10 @@ class FakeShard:
             self.commands.append(self._buffer.split(b"\n", 1)[0].decode())
             reply = self.answer(self.commands[-1])
             if reply is not None:
-                self._drip(reply) if self.trickle else self._send(reply)
+                if self.trickle:  # not a conditional expression statement: PyPy 7.3.19 ran both (test_style)
+                    self._drip(reply)
+                else:
+                    self._send(reply)
 
     def _send(self, reply: bytes) -> None:
         if self.transport is not None:

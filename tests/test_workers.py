@@ -9,7 +9,7 @@ import pytest
 
 from stktagg.table import AggTable, TableMode
 from stktagg.wire import TableDefinition
-from stktagg.workers import DIRECT_BATCH, Workers
+from stktagg.workers import GIL, Workers
 
 DEF = TableDefinition(0, b"t.aggr", 6, 33, 1 << 9, 60_000, ())
 
@@ -53,22 +53,35 @@ def test_a_small_batch_with_nothing_queued_is_applied_at_once_in_the_calling_thr
         workers.stop()
 
 
-def test_a_small_batch_behind_queued_work_keeps_its_order():
+def test_a_batch_behind_queued_updates_waits_its_turn():
     table = AggTable(DEF, TableMode.AGGREGATE)
     release = threading.Event()
-    woken = threading.Event()
-    workers = Workers(1, woken.set)
+    workers = Workers(1, lambda: None)
     workers.start()
     try:
-        workers._queues[0].put((lambda: release.wait(30), (), 0))  # the worker is busy...
-        workers.submit_updates(table, 0, table.fields, [(b"x", (1,), None)] * (DIRECT_BATCH + 1), 0)  # ...queued
-        workers.submit_updates(table, 0, table.fields, [(b"x", (2,), None)], 0)  # small, but must wait its turn
-        assert workers.pending() == DIRECT_BATCH + 2 and table.lookup(b"x", 0) is None
+        # An update job the worker is busy with (it counts one update)...
+        workers._queues[0].put((lambda: release.wait(30), (), 1))
+        workers.submitted += 1
+        workers.submit_updates(table, 0, table.fields, [(b"x", (1,), None)], 0)  # ...so these queue
+        workers.submit_updates(table, 0, table.fields, [(b"x", (2,), None)], 0)
+        assert workers.pending() == 3 and table.lookup(b"x", 0) is None
         release.set()
         deadline = time.monotonic() + 30
         while workers.pending() and time.monotonic() < deadline:
             time.sleep(0.01)  # polling interval; the deadline decides
-        assert table.lookup(b"x", 0)[0] == (2,)  # the later update won
+        assert table.lookup(b"x", 0)[0] == (2,)  # applied in order: the later update won
     finally:
         release.set()
+        workers.stop()
+
+
+@pytest.mark.skipif(not GIL, reason="a free-threaded interpreter hands big batches to the workers")
+def test_under_a_gil_a_big_batch_is_applied_at_once_too():
+    table = AggTable(DEF, TableMode.AGGREGATE)
+    workers = Workers(1, lambda: None)
+    workers.start()
+    try:
+        workers.submit_updates(table, 0, table.fields, [(f"k{i}".encode(), (1,), None) for i in range(1000)], 0)
+        assert workers.pending() == 0 and len(table) == 1000
+    finally:
         workers.stop()
