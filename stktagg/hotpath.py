@@ -244,12 +244,10 @@ _APPLY_TEMPLATE = """
 def apply(table, stripe, peer, items, now):
     entries = stripe.entries
     dirty = stripe.dirty
-    table_expire = table.expire_ms
+    table_expire = table.lifetime_ms
     tag = peer << PEER_SHIFT
     for key, values, expire in items:
-        if expire is None:
-            lifetime = table_expire
-        elif table_expire and expire > table_expire:
+        if expire is None or expire > table_expire:
             lifetime = table_expire
         else:
             lifetime = expire

@@ -57,6 +57,9 @@ EXPIRY_BUCKETS = 32
 #: Index items an insertion into a full stripe may re-file before it gives up
 #: (the new key is then dropped): bounds the work under the lock.
 EVICT_BUDGET = 16
+#: The life of an entry of a table without expire: 2**31 - 1 ms (24.8 days), the
+#: largest expiry a timed update carries (HAProxy's own bound on expire too).
+NO_EXPIRE_LIFETIME = (1 << 31) - 1
 _NO_SERVER = object()
 
 
@@ -207,6 +210,10 @@ class AggTable:
         self.fields: tuple[Field, ...] = definition.codec.fields
         self.layout = Layout(self.fields, keep_received=mode is TableMode.FORWARD)
         self.expire_ms = definition.expire or 0
+        #: How long a peer's entry lives after an update that gives no expiry of
+        #: its own: the table's expire, or for a table without one (HAProxy then
+        #: never expires its entries) the longest a timed update can say.
+        self.lifetime_ms = self.expire_ms or NO_EXPIRE_LIFETIME
         self.stripes = [Stripe() for _ in range(stripes)]
         self._per_stripe_max = max(1, max_entries // stripes)
         self._bucket_ms = max(TIMER_SLICE, self.expire_ms // EXPIRY_BUCKETS)
@@ -237,16 +244,13 @@ class AggTable:
                 layout.fast_apply(self, stripe, peer, items, now)
             return
         keep_received = layout.keep_received
-        table_expire = self.expire_ms
+        table_expire = self.lifetime_ms
         size = layout.record
         with stripe.lock:
             entries = stripe.entries
             dirty = stripe.dirty
             for key, values, expire in items:
-                if expire is None or not table_expire:
-                    lifetime = table_expire if expire is None else expire
-                else:
-                    lifetime = expire if expire < table_expire else table_expire
+                lifetime = table_expire if expire is None or expire > table_expire else expire
                 arr = entries.get(key)
                 if arr is None:
                     arr = self.new_entry_locked(stripe, key, now, lifetime)

@@ -191,8 +191,9 @@ class HaproxyNode:
             for suffix in (table.local_suffix, *table.aggr_suffixes):
                 lines.append(f"backend {table.name}{suffix}")
                 lines.append(
-                    f"    stick-table type {table.type} size {table.size} expire {table.expire}"
-                    f" store {table.store} peers mypeers"
+                    f"    stick-table type {table.type} size {table.size}"
+                    + (f" expire {table.expire}" if table.expire else "")  # "": never
+                    + f" store {table.store} peers mypeers"
                 )
         if self.peer_tls is None:
             lines += ["peers mypeers", f"    peer {self.name} {self.address}:{self.peer_port}"]

@@ -249,6 +249,19 @@ def test_from_rule_variants(tmp_path, rule, aggregated):
         bed.stop()
 
 
+@pytest.mark.parametrize("version, binary", VERSIONS, ids=[v for v, _ in VERSIONS])
+def test_a_table_without_expire_is_aggregated(tmp_path, version, binary):
+    """HAProxy never expires such a table's entries; the aggregates must not expire at once."""
+    spec = TableSpec(name="forever", type="string len 32", store="http_req_cnt", expire="")
+    bed = Bed(tmp_path, binary, [spec], names=("A", "B")).start()
+    try:
+        send(bed.nodes[0], spec.header, "k", 2)
+        send(bed.nodes[1], spec.header, "k", 3)
+        aggregate_on_every_node(bed, "forever.aggr", "k", {"http_req_cnt": 5})
+    finally:
+        bed.stop()
+
+
 def test_an_idle_session_stays_up_on_our_heartbeats(kinds_bed):
     """HAProxy cuts a peer it hears nothing from for 5 s: our heartbeats must keep it."""
     node = kinds_bed.nodes[0]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from stktagg.datatypes import U32_MAX
-from stktagg.table import AggTable, TableMode
+from stktagg.table import NO_EXPIRE_LIFETIME, AggTable, TableMode
 from stktagg.wire import TableDefinition
 
 MASK = (1 << 9) | (1 << 10)  # http_req_cnt, http_req_rate
@@ -65,6 +67,20 @@ def test_timed_expire_is_capped_at_the_table_expire():
     t = table()
     hit(t, 0, b"k", 1, 0, expire=10_000_000)
     assert t.lookup(b"k", 0)[1] == 60_000
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["generated", "general"])
+def test_a_table_without_expire_keeps_its_entries(fast):
+    """HAProxy never expires the entries of a table without ``expire``: neither may we (they
+    used to get a life of 0 ms, and no aggregate was ever pushed)."""
+    t = table(TableDefinition(0, b"t.aggr", 6, 33, MASK, 0, ((10, 10_000),)))
+    if not fast:
+        t.layout.fast_apply = None
+    hit(t, 0, b"live", 3, 0)
+    hit(t, 1, b"timed", 4, 0, expire=5_000)  # a timed update still says how long
+    assert t.lookup(b"live", 86_400_000)[0] is not None  # a day later
+    assert t.lookup(b"timed", 4_999)[0] is not None and t.lookup(b"timed", 5_000)[0] is None
+    assert dirty(t, 1)[b"live"][1] == NO_EXPIRE_LIFETIME
 
 
 def test_rate_is_pushed_again_at_the_end_of_its_aligned_period():
