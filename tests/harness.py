@@ -39,6 +39,12 @@ def haproxy_binaries() -> list[tuple[str, str]]:
         found.append(("2.6", HAPROXY26))
     if HAPROXY28 and Path(HAPROXY28).exists():
         found.append(("2.8", HAPROXY28))
+    # Newer versions from the test beds: ``bash contrib/testbeds.sh haproxy sid`` prints the
+    # path of a wrapper that runs that root's HAProxy here (issue 16 wires them in).
+    for label, variable in (("3.0", "STKTAGG_HAPROXY30"), ("3.2", "STKTAGG_HAPROXY32"), ("3.4", "STKTAGG_HAPROXY34")):
+        path = os.environ.get(variable)
+        if path and Path(path).exists():
+            found.append((label, path))
     return found
 
 

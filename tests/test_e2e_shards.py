@@ -55,19 +55,32 @@ def shard_pids(aggr: Aggregator) -> dict[str, int]:
     return {label: data["pid"] for label, data in info.items() if isinstance(data, dict)}
 
 
+def sharded_nodes(tmp_path, binary: str, address: str, shard_ports: dict[str, int], spec: TableSpec,
+                  http_port: int, peer_port: int) -> list[HaproxyNode]:
+    """Nodes A and B with ``shards 2``, the two shard peers of ``shard_ports`` (name -> port)."""
+    aggregators = [(name, address, port) for name, port in shard_ports.items()]
+    shards = {name: int(name[-1]) for name in shard_ports}
+    return [HaproxyNode(name, binary, address, http_port + i, peer_port + i, tmp_path, [spec], aggregators,
+                        shards=2, aggregator_shards=shards)
+            for i, name in enumerate(("A", "B"))]
+
+
+def sharded_section(section: str, address: str, shard_ports: dict[str, int], nodes: list[HaproxyNode]) -> list[str]:
+    """An aggregations section serving both shards locally, with the nodes as peers."""
+    return [f"aggregations {section}", "    shards 2",
+            *[f"    peer {name} {address}:{port} local shard {name[-1]}" for name, port in shard_ports.items()],
+            *[f"    peer {n.name} {address}:{n.peer_port}" for n in nodes]]
+
+
 @pytest.mark.skipif(not sharded_binaries(), reason="no HAProxy 2.8+ installed (shards need 2.8)")
 @pytest.mark.parametrize("version,binary", sharded_binaries() or [("none", "")], ids=lambda v: str(v))
 def test_two_shards_are_summed_exactly_and_a_killed_shard_is_repaired(tmp_path, version, binary):
     address = fresh_loopback()
     shard_ports = {"AGGR.1": 11501, "AGGR.2": 11502}
-    aggregators = [(name, address, port) for name, port in shard_ports.items()]
-    nodes = [HaproxyNode(name, binary, address, 18281 + i, 11511 + i, tmp_path, [TABLE], aggregators,
-                         shards=2, aggregator_shards={"AGGR.1": 1, "AGGR.2": 2})
-             for i, name in enumerate(("A", "B"))]
+    nodes = sharded_nodes(tmp_path, binary, address, shard_ports, TABLE, 18281, 11511)
     config = "\n".join([
-        "global", f"    stats socket {tmp_path / 'aggr.sock'}", "aggregations agg", "    shards 2",
-        *[f"    peer {name} {address}:{port} local shard {name[-1]}" for name, port in shard_ports.items()],
-        *[f"    peer {n.name} {address}:{n.peer_port}" for n in nodes], "    from .local to .aggr",
+        "global", f"    stats socket {tmp_path / 'aggr.sock'}",
+        *sharded_section("agg", address, shard_ports, nodes), "    from .local to .aggr",
     ]) + "\n"
     aggr = Aggregator(tmp_path, config)
     aggr.start()
@@ -111,3 +124,52 @@ def test_two_shards_are_summed_exactly_and_a_killed_shard_is_repaired(tmp_path, 
         for node in nodes:
             node.stop()
         aggr.stop()
+
+
+@pytest.mark.skipif(not sharded_binaries(), reason="no HAProxy 2.8+ installed (shards need 2.8)")
+@pytest.mark.parametrize("version,binary", sharded_binaries() or [("none", "")], ids=lambda v: str(v))
+def test_a_sharded_regional_aggregator_sends_up_under_each_shards_name(tmp_path, version, binary):
+    """Multi-level with shards: each shard process dials the upper level as its own peer
+    (R.1, R.2), so the upper level declares every shard as a down peer; what comes down
+    (``forward .l2``) reaches the nodes from each shard."""
+    address = fresh_loopback()
+    shard_ports = {"R.1": 11521, "R.2": 11522}
+    top_port = 11531
+    nodes = sharded_nodes(tmp_path, binary, address, shard_ports, TableSpec(aggr_suffixes=(".aggr", ".l2")),
+                          18291, 11541)
+    region = "\n".join([
+        "global", f"    stats socket {tmp_path / 'region.sock'}", *sharded_section("region", address, shard_ports, nodes),
+        f"    peer TOP {address}:{top_port} up", "    from .local to .aggr", "    forward .l2",
+    ]) + "\n"
+    top = "\n".join([
+        "global", f"    stats socket {tmp_path / 'top.sock'}", "aggregations top",
+        *[f"    peer {name} {address}:{port} down" for name, port in shard_ports.items()],
+        f"    peer TOP {address}:{top_port} local", "    from .aggr to .l2",
+    ]) + "\n"
+    upper, regional = Aggregator(tmp_path, top, name="top"), Aggregator(tmp_path, region, name="region")
+    upper.start()
+    regional.start()
+    try:
+        for node in nodes:
+            node.start()
+        wait_for(lambda: len(shard_pids(regional)) == 2, timeout=30, what="both shard processes answering")
+        expected = {}
+        for i, key in enumerate(KEYS[:20]):
+            for node, times in ((nodes[0], 1 + i % 2), (nodes[1], 1)):
+                for _ in range(times):
+                    assert node.request({"x-key": key}) == 200
+            expected[key] = 1 + i % 2 + 1
+
+        def level2(node: HaproxyNode) -> dict[str, int]:
+            return {k: int(v.get("http_req_cnt", 0)) for k, v in node.table("mytable.l2").items()}
+
+        for node in nodes:
+            wait_for(lambda node=node: counts(node) == expected, timeout=30, what=f"region sums on {node.name}")
+            wait_for(lambda node=node: level2(node) == expected, timeout=30, what=f"top-level sums on {node.name}")
+        peers = upper.cli("show aggrs")
+        assert "R.1" in peers and "R.2" in peers, peers  # each shard is a peer of its own up there
+    finally:
+        for node in nodes:
+            node.stop()
+        regional.stop()
+        upper.stop()
