@@ -541,10 +541,13 @@ class LineServer:
     """What the stats socket's protocols share: command lines in, answered one at a time, in order.
 
     A subclass says when it is busy answering (``_answering``) and answers a line
-    (``_answer``) or refuses one (``_reply``). Lines that arrive meanwhile wait;
+    (``_answer``); ``_reply`` writes a whole answer and the prompt (``PROMPT``),
+    or closes after it. Lines that arrive meanwhile wait;
     reading stops while more than MAX_COMMAND_LINE bytes wait; a client that
     half-closes still gets its answers (``eof_received`` keeps the transport open).
     """
+
+    PROMPT = b"\n> "
 
     def __init__(self) -> None:
         self.transport = None
@@ -570,7 +573,12 @@ class LineServer:
         raise NotImplementedError
 
     def _reply(self, text: str, close: bool = False) -> None:
-        raise NotImplementedError
+        if self.transport is None:
+            return
+        self.transport.write(text.encode() + (self.PROMPT if not close else b"\n"))
+        if close:
+            self.transport.close()
+            self.transport = None
 
     def _serve(self) -> None:
         """Answer the lines received, in order, while no answer is under way."""
@@ -605,8 +613,6 @@ class CliConnection(LineServer):
     client that half-closes still gets the whole answer, and one that goes
     away ends it (``connection_lost`` closes the generator).
     """
-
-    PROMPT = b"\n> "
 
     def __init__(self, source: StatusSource) -> None:
         super().__init__()
@@ -668,10 +674,3 @@ class CliConnection(LineServer):
         self._waiting = True
         self.transport.request_writable(STREAM_LOW_WATER)
 
-    def _reply(self, text: str, close: bool) -> None:
-        if self.transport is None:
-            return
-        self.transport.write(text.encode() + (self.PROMPT if not close else b"\n"))
-        if close:
-            self.transport.close()
-            self.transport = None

@@ -267,9 +267,7 @@ class PeerLink(SessionStage):
     def push(self, table: AggTable, changed: list, now: float, batch: UpdateBatch | None = None) -> None:
         """Send changed aggregates ``(key, values, expire_at)`` (pre-encoded ``batch`` when given),
         or park their keys while the socket buffer is above its high-water mark."""
-        if self.transport.above_high_water():
-            self.backlog.setdefault(table.name, set()).update(k for k, _, _ in changed)
-            self._want_sending()
+        if self._parked(table, (k for k, _, _ in changed)):
             return
         if batch is not None:
             sent = self.section.push_batch(self.session, table, batch, now)
@@ -280,12 +278,18 @@ class PeerLink(SessionStage):
 
     def push_encoded(self, table: AggTable, keys: list[bytes], now: float, batch: UpdateBatch) -> None:
         """``push`` of keys whose updates are encoded in ``batch`` (``AggTable.take_encoded``)."""
-        if self.transport.above_high_water():
-            self.backlog.setdefault(table.name, set()).update(keys)
-            self._want_sending()
+        if self._parked(table, keys):
             return
         self.ctx.counters.updates_out += self.section.push_batch(self.session, table, batch, now)
         self.flush()
+
+    def _parked(self, table: AggTable, keys) -> bool:
+        """Park ``keys`` for later when the socket buffer is above its high-water mark."""
+        if not self.transport.above_high_water():
+            return False
+        self.backlog.setdefault(table.name, set()).update(keys)
+        self._want_sending()
+        return True
 
     def writable(self) -> None:
         """The socket buffer went down below its low-water mark: the parked keys and the teach go on."""

@@ -213,7 +213,6 @@ class _Gathered:
     keys and their encoded bodies for a table that encodes them itself."""
 
     def __init__(self, encoded: bool) -> None:
-        self.encoded = encoded
         self.keys: list = []
         self.bodies: list | None = [] if encoded else None
 

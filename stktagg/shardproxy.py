@@ -568,8 +568,6 @@ class ShardedCliConnection(cli.LineServer):
     than ``cli.STREAM_LOW_WATER`` waits for the client.
     """
 
-    PROMPT = b"\n> "
-
     def __init__(self, reactor: Reactor, shards: Shards) -> None:
         super().__init__()
         self._reactor = reactor
@@ -677,14 +675,6 @@ class ShardedCliConnection(cli.LineServer):
     def _write(self, data: bytes) -> None:
         if self.transport is not None:
             self.transport.write(data)
-
-    def _reply(self, text: str, close: bool) -> None:
-        if self.transport is None:
-            return
-        self.transport.write(text.encode() + (self.PROMPT if not close else b"\n"))
-        if close:
-            self.transport.close()
-            self.transport = None
 
 
 class ShardedMetricsConnection:
