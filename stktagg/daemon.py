@@ -39,6 +39,11 @@ EXIT_CONFIG = 1
 EXIT_USAGE = 2
 EXIT_RUNTIME = 3
 
+#: At low load the aggregator's loop turns last at least this long (``Reactor``'s
+#: coalescing): at 1,000 updates/s from 4 peers a read then carries several updates
+#: instead of one, for 0.05 core instead of 0.07 and ~5 ms more latency (issue 15).
+LOOP_COALESCE = 0.01
+
 USAGE = """\
 Usage: hapee-stktagg -f <cfgfile> [-d | -D] [-p <pidfile>] [-u <uid>] [-g <gid>] [-c] [-v] [-h]
   -f <cfgfile>  load the configuration from this file (mandatory)
@@ -132,7 +137,7 @@ def run(config: Config, args: argparse.Namespace, daemon: bool) -> int:
     if is_sharded(config):
         return run_sharded(config, args, daemon)
     clock = Clock()
-    reactor = Reactor(clock=clock.now)
+    reactor = Reactor(clock=clock.now, coalesce=LOOP_COALESCE)
     server = Server(config, reactor, clock, workers=max(0, args.workers), cli_factory=CliConnection,
                     metrics_factory=MetricsConnection)
     if not _bind(server, reactor, config):

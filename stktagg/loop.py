@@ -38,6 +38,14 @@ Contract
   threads and signals queue.
 - ``stop()`` may be called from any thread: it writes to the self-pipe, so a
   ``select`` that waits with no timer due returns at once.
+- Coalescing (``coalesce`` seconds, off by default): while the loop was busy
+  less than ``CALM_BUSY`` of the last second, the file descriptors are
+  polled at most once per ``coalesce`` seconds. In between, turns run what
+  is ready and the timers that fall due, and the loop sleeps until the
+  next of those or the next poll. At low rates each read then finds
+  several messages and each push round carries several changes: fewer
+  wake-ups and system calls, for at most ``coalesce`` more latency. A busy
+  loop polls as usual; a first event after a quiet spell is seen at once.
 """
 
 from __future__ import annotations
@@ -80,6 +88,10 @@ TURN_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 SLOW_TURN = 1.0
 #: The recent figures cover this many seconds, one slot per second.
 TURN_WINDOW = 60
+#: Coalescing applies while the loop ran callbacks less than this fraction
+#: of the last second (measured each second): at that load a wait of a few
+#: milliseconds costs nothing but that latency.
+CALM_BUSY = 0.3
 
 Callback = Callable[..., object]
 
@@ -255,11 +267,21 @@ class Reactor:
             clock in tests to drive timers exactly.
         selector: the selector to use (default ``selectors.DefaultSelector()``);
             injectable so tests can observe the timeouts passed to ``select``.
+        coalesce: at low load, a turn that handled I/O lasts at least this
+            long, waiting with ``sleep`` (see the module docstring); 0: never.
+        sleep: how that wait is made (injectable for tests).
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic,
-                 selector: selectors.BaseSelector | None = None) -> None:
+                 selector: selectors.BaseSelector | None = None, coalesce: float = 0.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self._clock = clock
+        self._coalesce = coalesce
+        self._sleep = sleep
+        self._busy = 0.0  #: seconds spent running callbacks since _busy_since
+        self._busy_since = clock()
+        self._calm = False  #: the last measured second was calm: coalesce
+        self._next_poll = 0.0  #: while calm, the descriptors wait until then
         self._selector = selector if selector is not None else selectors.DefaultSelector()
         self._ready: deque[Handle] = deque()
         self._timers: list[tuple[float, int, TimerHandle]] = []
@@ -456,7 +478,7 @@ class Reactor:
         """
         self._check_open()
         self._maybe_purge_timers()
-        events = self._selector.select(self._select_timeout(timeout))
+        events = self._poll(self._select_timeout(timeout))
         clock = self._clock
         started = clock()
         self._queue_fd_callbacks(events)
@@ -480,6 +502,32 @@ class Reactor:
         if then - started > SLOW_TURN:
             log.warning("event loop turn took %.3f s (budget 0.05 s); its slowest callback, %s, took %.3f s",
                         then - started, callback_name(slowest) or "?", slowest_for)
+        if self._coalesce:
+            self._measure_load(started, then)
+
+    def _poll(self, wait: float | None) -> list[tuple[selectors.SelectorKey, int]]:
+        """``select`` for at most ``wait`` seconds; while coalescing, not before the next poll is due."""
+        if self._calm and not self._stopping:
+            hold = self._next_poll - self._clock()
+            if hold > 0:
+                if wait is not None and wait < hold:
+                    if wait > 0:  # a timer first; the descriptors wait for their turn
+                        self._sleep(wait)
+                    return []
+                self._sleep(hold)
+                if wait is not None:
+                    wait -= hold
+        events = self._selector.select(wait)
+        if events and self._coalesce:
+            self._next_poll = self._clock() + self._coalesce
+        return events
+
+    def _measure_load(self, started: float, ended: float) -> None:
+        """Coalescing (see the module docstring): is the loop calm? Measured about every second."""
+        self._busy += ended - started
+        if ended - self._busy_since >= 1.0:
+            self._calm = self._busy < CALM_BUSY * (ended - self._busy_since)
+            self._busy, self._busy_since = 0.0, ended
 
     def _select_timeout(self, timeout: float | None) -> float | None:
         if self._ready or self._stopping:

@@ -385,3 +385,95 @@ class TestFileDescriptors:
             assert len(seen) == 1
             reactor.remove_reader(a)
             reactor.remove_reader(c)
+
+
+class TestCoalescing:
+    """At low load the descriptors are polled at most once per ``coalesce`` seconds (issue 15)."""
+
+    COALESCE = 0.01
+
+    @pytest.fixture
+    def calm(self) -> Iterator[tuple[Reactor, FakeClock, RecordingSelector, list[float]]]:
+        clock, selector, sleeps = FakeClock(), RecordingSelector(), []
+
+        def sleep(seconds: float) -> None:  # the fake clock moves by what the loop sleeps
+            sleeps.append(seconds)
+            clock.now += seconds
+
+        r = Reactor(clock=clock, selector=selector, coalesce=self.COALESCE, sleep=sleep)
+        clock.now += 1.0  # a quiet second: the load is measured at the end of a turn
+        r.run_once(0)
+        yield r, clock, selector, sleeps
+        r.close()
+
+    @staticmethod
+    def first_read(r: Reactor, sleeps: list[float]) -> tuple[socket.socket, socket.socket, list[bytes]]:
+        """A reader, and a first byte read by a poll at once (the first event after a quiet spell)."""
+        a, b = socket.socketpair()
+        got: list[bytes] = []
+        r.add_reader(a, lambda: got.append(a.recv(100)))
+        b.send(b"1")
+        r.run_once(5)
+        assert got == [b"1"] and sleeps == []
+        return a, b, got
+
+    def test_after_a_poll_with_events_the_next_poll_waits(self, calm) -> None:
+        r, clock, selector, sleeps = calm
+        a, b, got = self.first_read(r, sleeps)
+        with a, b:
+            polled_at = clock.now
+            b.send(b"2")
+            r.run_once(5)
+            assert got == [b"1", b"2"]
+            assert sleeps == [pytest.approx(self.COALESCE)]
+            assert clock.now == pytest.approx(polled_at + self.COALESCE)
+            assert selector.timeouts[-1] == pytest.approx(5 - self.COALESCE)  # the rest of the caller's wait
+            r.remove_reader(a)
+
+    def test_a_timer_due_before_the_next_poll_runs_without_polling(self, calm) -> None:
+        r, clock, selector, sleeps = calm
+        a, b, got = self.first_read(r, sleeps)
+        with a, b:
+            fired: list[float] = []
+            r.call_later(0.004, lambda: fired.append(clock.now))
+            b.send(b"2")
+            polls = len(selector.timeouts)
+            r.run_once(5)
+            assert fired and got == [b"1"]  # the timer ran; the waiting byte was not read yet
+            assert len(selector.timeouts) == polls
+            r.run_once(5)
+            assert got == [b"1", b"2"]
+            assert sleeps == [pytest.approx(0.004), pytest.approx(self.COALESCE - 0.004)]
+            r.remove_reader(a)
+
+    def test_a_busy_loop_polls_at_once(self, calm) -> None:
+        r, clock, selector, sleeps = calm
+        a, b = socket.socketpair()
+        got: list[bytes] = []
+        r.add_reader(a, lambda: got.append(a.recv(100)))
+        with a, b:
+            def busy() -> None:  # a callback that takes half a second of loop time
+                clock.now += 0.5
+            for _ in range(3):
+                r.call_soon(busy)
+                r.run_once(0)
+            for n in range(3):
+                b.send(b"x")
+                r.run_once(5)
+            assert len(got) == 3 and sleeps == []
+            r.remove_reader(a)
+
+    def test_off_by_default(self) -> None:
+        clock, selector, sleeps = FakeClock(), RecordingSelector(), []
+        r = Reactor(clock=clock, selector=selector, sleep=sleeps.append)
+        a, b = socket.socketpair()
+        with a, b:
+            got: list[bytes] = []
+            r.add_reader(a, lambda: got.append(a.recv(100)))
+            clock.now += 1.0
+            for n in range(3):
+                b.send(b"x")
+                r.run_once(5)
+            assert len(got) == 3 and sleeps == []
+            r.remove_reader(a)
+        r.close()
