@@ -543,7 +543,11 @@ class CapturePeer:
         if len(conn.hello) == 3:
             status = f"{conn.policy.status}\n".encode()
             self.trace.unit(">", clock(), conn.number, f"handshake line {status!r}", status)
-            conn.sock.sendall(status)
+            try:
+                conn.sock.sendall(status)
+            except OSError as error:  # HAProxy 3.4, stopping, resets a connection it just opened
+                self._drop(conn, f"error {error} (sending the status)")
+                return
             conn.last_sent = clock()
             if conn.policy.status == 200:
                 conn.established = True

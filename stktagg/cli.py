@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import platform
 import shlex
 import time
 from collections.abc import Generator, Iterable
@@ -368,12 +369,16 @@ def render_peers(rows: list[dict]) -> str:
     return "\n".join(out) + ("\n" if out else "")
 
 
+#: The interpreter the daemon runs on (CPython or PyPy, and its version): ``show info``'s ``python``.
+RUNTIME = f"{platform.python_implementation()} {platform.python_version()}"
+
+
 def info_data(status: Status, now: float) -> dict:
     from . import __version__
 
     tables = [t for s in status.sections for t in s.tables]
     return {
-        "version": __version__, "pid": status.pid, "uptime_s": int(now - status.started_at),
+        "version": __version__, "python": RUNTIME, "pid": status.pid, "uptime_s": int(now - status.started_at),
         "sections": len(status.sections), "tables": len(tables), "entries": sum(t.entries for t in tables),
         "sessions": sum(1 for s in status.sections for p in s.peers if p.established),
         "updates_received_total": status.updates_in, "updates_pushed_total": status.updates_out,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 import functools
 import ipaddress
+import socket
 from dataclasses import dataclass
 
 from .codec import DecodeError, Reader, be32, encode_varint
@@ -345,7 +346,9 @@ def format_key(key_type: int, key: bytes) -> str:
     if key_type == KeyType.IP and len(key) == 4:
         return str(ipaddress.IPv4Address(key))
     if key_type == KeyType.IPV6 and len(key) == 16:
-        return str(ipaddress.IPv6Address(key))
+        # HAProxy prints IPv6 keys with the C library's inet_ntop (``::ffff:192.0.2.1``);
+        # Python's own form differs for IPv4-mapped addresses, and between 3.11 and 3.13.
+        return socket.inet_ntop(socket.AF_INET6, key)
     if key_type == KeyType.INTEGER and len(key) == 4:
         return str(int.from_bytes(key, "big"))
     if key_type == KeyType.STRING:

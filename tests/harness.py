@@ -7,10 +7,13 @@ program. Waiting is always polling with a deadline, never a fixed sleep.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import os
+import platform
 import random
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -23,7 +26,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = ROOT / "hapee_stktagg.py"
 HAPROXY26 = shutil.which("haproxy") or "/usr/sbin/haproxy"
-HAPROXY28 = os.environ.get("STKTAGG_HAPROXY28", "")
 DEFAULT_TIMEOUT = 15.0
 #: The deadline for the sums to converge on every node (normally well under a second; a
 #: restarted or cut peer takes HAProxy's 5 s reconnect cycle): generous for a slow machine.
@@ -32,20 +34,74 @@ CONVERGE_TIMEOUT = 30.0
 LIBFAKETIME = next(iter(sorted(Path("/usr/lib").glob("*/faketime/libfaketimeMT.so.1"))), None)
 
 
+#: The HAProxy versions of the matrix (issue 16): every end-to-end test runs on each.
+HAPROXY_VERSIONS = ("2.6", "2.8", "3.0", "3.2", "3.4")
+#: The test bed root of each newer version (contrib/testbeds.sh), whose wrapper runs its HAProxy.
+TESTBED_ROOTS = {"3.0": "trixie", "3.2": "sid", "3.4": "experimental"}
+TESTBEDS = Path(os.environ.get("STKTAGG_TESTBEDS", "/var/cache/stktagg-testbeds"))
+#: Set by contrib/test.sh once it has installed the whole matrix: a missing version then
+#: fails its tests instead of skipping them, so CI cannot go green on part of the matrix.
+REQUIRE_MATRIX = os.environ.get("STKTAGG_REQUIRE_MATRIX") == "1"
+#: The command that starts the daemon (default: this interpreter), e.g.
+#: ``bash contrib/testbeds.sh run trixie pypy3`` to run it under PyPy (issue 16).
+DAEMON_PYTHON = shlex.split(os.environ.get("STKTAGG_DAEMON_PYTHON", "")) or [sys.executable]
+#: The implementation the daemon must report (``show info``: CPython, PyPy): that of this
+#: interpreter, or ``STKTAGG_DAEMON_RUNTIME`` with another ``STKTAGG_DAEMON_PYTHON``.
+DAEMON_RUNTIME = os.environ.get("STKTAGG_DAEMON_RUNTIME") or platform.python_implementation()
+
+
+@functools.cache
+def haproxy_version(path: str) -> str | None:
+    """``major.minor`` of the HAProxy at ``path`` (from ``haproxy -v``), None if it does not run."""
+    try:
+        out = subprocess.run([path, "-v"], capture_output=True, text=True, timeout=30).stdout
+    except OSError:
+        return None
+    found = re.search(r"version (\d+\.\d+)", out)
+    return found.group(1) if found else None
+
+
+def haproxy_path(version: str) -> str | None:
+    """Where HAProxy ``version`` of the matrix is installed here, or None.
+
+    2.6 is Debian 12's own (``haproxy`` on the PATH); 2.8 comes from PyPI
+    (``STKTAGG_HAPROXY28``); 3.0, 3.2 and 3.4 from the test beds, ``STKTAGG_HAPROXY30``
+    (32, 34) or else the wrapper that ``bash contrib/testbeds.sh haproxy ROOT`` writes. A
+    binary counts for the version it reports, so inside a test bed (trixie's HAProxy is
+    3.0) the PATH's HAProxy is not taken for 2.6.
+    """
+    candidates = [os.environ.get("STKTAGG_HAPROXY" + version.replace(".", ""), ""), HAPROXY26]
+    if version in TESTBED_ROOTS:
+        candidates.append(str(TESTBEDS / "bin" / f"haproxy-{TESTBED_ROOTS[version]}"))
+    return next((path for path in candidates
+                 if path and Path(path).exists() and haproxy_version(path) == version), None)
+
+
 def haproxy_binaries() -> list[tuple[str, str]]:
-    """(version label, path) of each HAProxy installed for the tests."""
-    found = []
-    if Path(HAPROXY26).exists():
-        found.append(("2.6", HAPROXY26))
-    if HAPROXY28 and Path(HAPROXY28).exists():
-        found.append(("2.8", HAPROXY28))
-    # Newer versions from the test beds: ``bash contrib/testbeds.sh haproxy sid`` prints the
-    # path of a wrapper that runs that root's HAProxy here (issue 16 wires them in).
-    for label, variable in (("3.0", "STKTAGG_HAPROXY30"), ("3.2", "STKTAGG_HAPROXY32"), ("3.4", "STKTAGG_HAPROXY34")):
-        path = os.environ.get(variable)
-        if path and Path(path).exists():
-            found.append((label, path))
-    return found
+    """(version label, path) of each HAProxy of the matrix installed here."""
+    return [(version, path) for version in HAPROXY_VERSIONS if (path := haproxy_path(version))]
+
+
+def version_params(minimum: str = "2.6") -> list[tuple[str, str | None]]:
+    """``(version, path or None)`` of every version of the matrix from ``minimum`` on: the
+    parameters of the end-to-end fixtures, the same on every machine (test ids name the
+    version); ``need_haproxy`` turns a missing one into a skip or, in CI, a failure."""
+    floor = tuple(map(int, minimum.split(".")))
+    return [(v, haproxy_path(v)) for v in HAPROXY_VERSIONS if tuple(map(int, v.split("."))) >= floor]
+
+
+def need_haproxy(param: tuple[str, str | None]) -> str:
+    """The path of a ``version_params`` entry; skips (or, with the whole matrix required, fails)
+    when that version is not installed."""
+    import pytest  # the harness is also imported by scripts that do not run under pytest
+
+    version, path = param
+    if path is None:
+        why = f"HAProxy {version} is not installed here (bash contrib/test.sh installs the matrix)"
+        if REQUIRE_MATRIX:
+            pytest.fail(why)
+        pytest.skip(why)
+    return path
 
 
 def fresh_loopback() -> str:
@@ -265,7 +321,7 @@ class Aggregator:
 
     def start(self, *extra: str) -> None:
         self.config_path.write_text(self.config)
-        argv = [sys.executable, str(ENTRY), "-d", "-f", str(self.config_path), *extra]
+        argv = [*DAEMON_PYTHON, str(ENTRY), "-d", "-f", str(self.config_path), *extra]
         self.process = spawn(argv, self.log_path, self.socket_path, "the aggregator", cwd=ROOT, env=self.env)
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:

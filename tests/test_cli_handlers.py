@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import platform
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -178,6 +179,7 @@ class TestShowPeersAndInfo:
     def test_info_uptime_is_now_minus_the_start(self) -> None:
         info = json.loads(run("show info json"))
         assert info["pid"] == 4242 and info["uptime_s"] == 102 and info["sessions"] == 1
+        assert info["python"] == f"{platform.python_implementation()} {platform.python_version()}"
         assert (info["sections"], info["tables"], info["entries"]) == (1, 1, 2)
         assert list(info)[-4:] == ["updates_received_per_s_1s", "updates_pushed_per_s_1s",
                                    "updates_received_per_s_1m", "updates_pushed_per_s_1m"]

@@ -20,10 +20,10 @@ import signal
 
 import pytest
 
-from harness import CONVERGE_TIMEOUT, Aggregator, HaproxyNode, TableSpec, fresh_loopback, haproxy_binaries, wait_for
+from harness import CONVERGE_TIMEOUT, Aggregator, HaproxyNode, TableSpec, fresh_loopback, need_haproxy, version_params, wait_for
 
 pytestmark = pytest.mark.e2e
-VERSIONS = haproxy_binaries()
+VERSIONS = version_params()
 TABLE = TableSpec("mytable", "string len 32", "http_req_cnt,http_req_rate(10s)", "x-key", "req.hdr(x-key)",
                   aggr_suffixes=(".aggr", ".l2"))
 L1_PORTS = {"A": 11100, "B": 11101}
@@ -95,7 +95,7 @@ class Tree:
 
 @pytest.fixture(params=VERSIONS, ids=[v for v, _ in VERSIONS])
 def tree(request, tmp_path):
-    tree = Tree(tmp_path, request.param[1]).start()
+    tree = Tree(tmp_path, need_haproxy(request.param)).start()
     yield tree
     tree.stop()
 
@@ -142,7 +142,7 @@ def test_two_sections_in_one_process_do_not_leak(tmp_path, shared_port):
     """Two sections with the same table name: each sums only its own nodes."""
     address = fresh_loopback()
     ports = {"AGG1": 11100, "AGG2": 11100 if shared_port else 11101}
-    binary = VERSIONS[0][1]
+    binary = need_haproxy(VERSIONS[0])
     nodes = {
         name: HaproxyNode(name, binary, address, 18080 + i, 11000 + i, tmp_path, [TABLE],
                           [(section, address, ports[section])])

@@ -19,16 +19,15 @@ import signal
 
 import pytest
 
-from harness import Aggregator, HaproxyNode, TableSpec, fresh_loopback, haproxy_binaries, wait_for
+from harness import Aggregator, HaproxyNode, TableSpec, fresh_loopback, need_haproxy, version_params, wait_for
 
 pytestmark = pytest.mark.e2e
 TABLE = TableSpec()
 KEYS = [f"client-{i}" for i in range(40)]
 
 
-def sharded_binaries() -> list[tuple[str, str]]:
-    """The installed HAProxy versions that have shards (2.8 and later)."""
-    return [(v, path) for v, path in haproxy_binaries() if tuple(map(int, v.split("."))) >= (2, 8)]
+#: The versions of the matrix that have shards (2.8 and later).
+SHARDED = version_params("2.8")
 
 
 def aggregator_rows(text: str) -> dict[str, dict]:
@@ -72,9 +71,9 @@ def sharded_section(section: str, address: str, shard_ports: dict[str, int], nod
             *[f"    peer {n.name} {address}:{n.peer_port}" for n in nodes]]
 
 
-@pytest.mark.skipif(not sharded_binaries(), reason="no HAProxy 2.8+ installed (shards need 2.8)")
-@pytest.mark.parametrize("version,binary", sharded_binaries() or [("none", "")], ids=lambda v: str(v))
-def test_two_shards_are_summed_exactly_and_a_killed_shard_is_repaired(tmp_path, version, binary):
+@pytest.mark.parametrize("version", SHARDED, ids=[v for v, _ in SHARDED])
+def test_two_shards_are_summed_exactly_and_a_killed_shard_is_repaired(tmp_path, version):
+    binary = need_haproxy(version)
     address = fresh_loopback()
     shard_ports = {"AGGR.1": 11501, "AGGR.2": 11502}
     nodes = sharded_nodes(tmp_path, binary, address, shard_ports, TABLE, 18281, 11511)
@@ -126,12 +125,12 @@ def test_two_shards_are_summed_exactly_and_a_killed_shard_is_repaired(tmp_path, 
         aggr.stop()
 
 
-@pytest.mark.skipif(not sharded_binaries(), reason="no HAProxy 2.8+ installed (shards need 2.8)")
-@pytest.mark.parametrize("version,binary", sharded_binaries() or [("none", "")], ids=lambda v: str(v))
-def test_a_sharded_regional_aggregator_sends_up_under_each_shards_name(tmp_path, version, binary):
+@pytest.mark.parametrize("version", SHARDED, ids=[v for v, _ in SHARDED])
+def test_a_sharded_regional_aggregator_sends_up_under_each_shards_name(tmp_path, version):
     """Multi-level with shards: each shard process dials the upper level as its own peer
     (R.1, R.2), so the upper level declares every shard as a down peer; what comes down
     (``forward .l2``) reaches the nodes from each shard."""
+    binary = need_haproxy(version)
     address = fresh_loopback()
     shard_ports = {"R.1": 11521, "R.2": 11522}
     top_port = 11531

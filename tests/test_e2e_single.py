@@ -6,6 +6,7 @@ runtime socket) or what the aggregator's CLI prints.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import shutil
@@ -14,18 +15,20 @@ import pytest
 
 from harness import (
     CONVERGE_TIMEOUT,
+    DAEMON_RUNTIME,
     Aggregator,
     HaproxyNode,
     TableSpec,
     aggregator_config,
     fresh_loopback,
-    haproxy_binaries,
+    need_haproxy,
     parse_aggr_table,
+    version_params,
     wait_for,
 )
 
 pytestmark = pytest.mark.e2e
-VERSIONS = haproxy_binaries()
+VERSIONS = version_params()
 AGGR_PORT = 11100
 
 STRING = TableSpec("t_str", "string len 32", "http_req_cnt,http_req_rate(10s),gpc0,gpt0", "x-key", "req.hdr(x-key)")
@@ -72,7 +75,7 @@ class Bed:
 
 @pytest.fixture(params=VERSIONS, ids=[v for v, _ in VERSIONS])
 def haproxy(request):
-    return request.param[1]
+    return need_haproxy(request.param)
 
 
 @pytest.fixture
@@ -180,6 +183,13 @@ def test_cli_answers_through_socat(kinds_bed):
     assert out.startswith("Unknown command") and "show aggrs" in out
 
 
+def test_the_daemon_runs_on_the_runtime_of_the_matrix_cell(kinds_bed):
+    """``show info`` names the interpreter: under ``STKTAGG_DAEMON_PYTHON`` (the PyPy cell of
+    contrib/test.sh) the daemon must really run on PyPy, not on this pytest's CPython."""
+    info = json.loads(kinds_bed.aggr.cli("show info json"))
+    assert info["python"].split()[0] == DAEMON_RUNTIME, info["python"]
+
+
 def test_aggregator_killed_and_restarted_rebuilds_everything(kinds_bed):
     a, b, c = kinds_bed.nodes
     send(a, "x-key", "frank", 2)
@@ -232,7 +242,7 @@ SUFFIX_TABLES = [_suffix_spec("t1", ".cpu"), _suffix_spec("t2", ".proc"), _suffi
     ids=["any", "list", "list-accept-no-suffix"],
 )
 def test_from_rule_variants(tmp_path, rule, aggregated):
-    bed = Bed(tmp_path, VERSIONS[0][1], SUFFIX_TABLES, rule=rule, names=("A", "B")).start()
+    bed = Bed(tmp_path, need_haproxy(VERSIONS[0]), SUFFIX_TABLES, rule=rule, names=("A", "B")).start()
     try:
         for spec in SUFFIX_TABLES:
             send(bed.nodes[0], spec.header, "k", 1)
@@ -249,11 +259,10 @@ def test_from_rule_variants(tmp_path, rule, aggregated):
         bed.stop()
 
 
-@pytest.mark.parametrize("version, binary", VERSIONS, ids=[v for v, _ in VERSIONS])
-def test_a_table_without_expire_is_aggregated(tmp_path, version, binary):
+def test_a_table_without_expire_is_aggregated(tmp_path, haproxy):
     """HAProxy never expires such a table's entries; the aggregates must not expire at once."""
     spec = TableSpec(name="forever", type="string len 32", store="http_req_cnt", expire="")
-    bed = Bed(tmp_path, binary, [spec], names=("A", "B")).start()
+    bed = Bed(tmp_path, haproxy, [spec], names=("A", "B")).start()
     try:
         send(bed.nodes[0], spec.header, "k", 2)
         send(bed.nodes[1], spec.header, "k", 3)

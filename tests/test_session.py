@@ -27,7 +27,7 @@ from stktagg.session import (
     UpdatesReceived,
 )
 from stktagg.wire import MessageDecoder, TableDefinition, Update
-from vectors import VECTORS_DIR, read_trace, reads, trace_files
+from vectors import RECORDED_VERSIONS, VECTORS_DIR, read_trace, reads, trace_files
 
 PEERS = {"A", "B", "C", "K"}
 
@@ -154,7 +154,7 @@ def test_replay_emits_what_a_working_peer_sent(path):
 
 def test_replay_covers_the_session_traces():
     names = {p.name for p in REPLAYED}
-    for version in ("2.6", "2.8"):
+    for version in RECORDED_VERSIONS:
         for kind in ("session-basic", "session-abc", "session-kinds", "session-peers-section-tables"):
             assert f"haproxy-{version}-{kind}.hex" in names
 

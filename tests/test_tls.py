@@ -18,7 +18,8 @@ from harness import (
     HaproxyNode,
     TableSpec,
     fresh_loopback,
-    haproxy_binaries,
+    need_haproxy,
+    version_params,
     wait_for,
 )
 from stktagg.config import parse
@@ -173,7 +174,7 @@ class TestContextsFromConfig:
 
 # -- real HAProxy over TLS ---------------------------------------------------------------
 
-VERSIONS = haproxy_binaries()
+VERSIONS = version_params()
 
 
 class TLSBed:
@@ -219,8 +220,9 @@ class TLSBed:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("binary", [b for _, b in VERSIONS], ids=[v for v, _ in VERSIONS])
-def test_mutual_tls_sums_flow_and_a_foreign_certificate_is_refused(tmp_path, pki, binary):
+@pytest.mark.parametrize("version", VERSIONS, ids=[v for v, _ in VERSIONS])
+def test_mutual_tls_sums_flow_and_a_foreign_certificate_is_refused(tmp_path, pki, version):
+    binary = need_haproxy(version)
     with TLSBed(tmp_path, pki, binary, "required", {"A": "node-a", "B": "node-b", "R": "rogue-r"}) as bed:
         bed.hit("A", "alice", 2)
         bed.hit("B", "alice", 3)
@@ -236,7 +238,7 @@ def test_mutual_tls_sums_flow_and_a_foreign_certificate_is_refused(tmp_path, pki
 
 @pytest.mark.e2e
 def test_verify_none_and_optional_behave_as_named(tmp_path, pki):
-    binary = VERSIONS[0][1]
+    binary = need_haproxy(VERSIONS[0])
     (tmp_path / "none").mkdir()
     with TLSBed(tmp_path / "none", pki, binary, "none", {"A": "node-a", "R": "rogue-r"}) as bed:
         bed.hit("A", "k", 1)
@@ -254,7 +256,7 @@ def test_verify_none_and_optional_behave_as_named(tmp_path, pki):
 
 @pytest.mark.e2e
 def test_outgoing_tls_link_to_an_up_level_aggregator(tmp_path, pki):
-    binary = VERSIONS[0][1]
+    binary = need_haproxy(VERSIONS[0])
     address = fresh_loopback()
     ca = pki.ca("ca")
     node = HaproxyNode("h1", binary, address, 18081, 11001, tmp_path, [TABLE], [("L1", address, 11100)])

@@ -49,7 +49,7 @@ from stktagg.wire import (
     TableSwitch,
     Update,
 )
-from vectors import VECTORS_DIR, Unit, read_trace, trace_files
+from vectors import RECORDED_VERSIONS, VECTORS_DIR, Unit, read_trace, trace_files
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "contrib"))
 import record_vectors  # noqa: E402  (the recorder: which scenarios it records)
@@ -138,9 +138,9 @@ class TestVectorUnits:
             assert checked > 0
         assert checked == count_message_lines_independently(path)
 
-    def test_every_scenario_of_the_recorder_is_recorded_from_2_6_and_2_8(self):
+    def test_every_scenario_of_the_recorder_is_recorded_from_every_version(self):
         names = {path.name for path in TRACE_FILES}
-        for version in ("2.6", "2.8"):
+        for version in RECORDED_VERSIONS:
             for scenario in record_vectors.SCENARIOS:
                 assert f"haproxy-{version}-{scenario.name}.hex" in names
                 if scenario.cli:
@@ -428,8 +428,8 @@ class TestRawGarbage:
             "0a 84 05 63 00 00 00 01",
         ],
     )
-    def test_pinned_garbage_was_recorded_from_both_versions(self, wire):
-        for version in ("2.6", "2.8"):
+    def test_pinned_garbage_was_recorded_from_every_version(self, wire):
+        for version in RECORDED_VERSIONS:
             assert any(
                 unit.data == h(wire) for path, unit in RAW_UNITS if path.name.startswith(f"haproxy-{version}-")
             ), version
@@ -496,7 +496,7 @@ class TestRawGarbage:
     def test_ack_for_unknown_table_is_an_ack(self):
         assert outcome(h("0a 84 05 63 00 00 00 01")) == ([Ack(99, 1)], None, 0)
 
-    @pytest.mark.parametrize("version", ["2.6", "2.8"])
+    @pytest.mark.parametrize("version", RECORDED_VERSIONS)
     def test_string_key_longer_than_key_length_decodes_whole_key(self, version):
         path = VECTORS_DIR / f"haproxy-{version}-proto-malformed-update-string-key-too-long.hex"
         ours = [unit.data for unit in read_trace(path) if unit.direction == ">" and is_message(unit)]
@@ -1164,7 +1164,7 @@ def show_table_keys(cli_path: Path) -> list[tuple[str, str, str]]:
 
 
 class TestFormatKey:
-    @pytest.mark.parametrize("version", ["2.6", "2.8"])
+    @pytest.mark.parametrize("version", RECORDED_VERSIONS)
     def test_format_key_matches_show_table_for_keys_received_over_the_wire(self, version):
         keys: dict[bytes, tuple[int, set[bytes]]] = {}
         path = VECTORS_DIR / f"haproxy-{version}-session-kinds.hex"
@@ -1190,6 +1190,10 @@ class TestFormatKey:
         [
             (KeyType.IP, "c0 00 02 01", "192.0.2.1"),
             (KeyType.IPV6, "20 01 0d b8 00 00 00 00 00 00 00 00 00 00 00 01", "2001:db8::1"),
+            # as HAProxy 2.6 and 3.4 print them (inet_ntop), not as Python 3.11's ipaddress did
+            (KeyType.IPV6, "00 00 00 00 00 00 00 00 00 00 ff ff c0 00 02 01", "::ffff:192.0.2.1"),
+            (KeyType.IPV6, "00 00 00 00 00 00 00 00 00 00 ff ff 00 00 c9 85", "::ffff:0.0.201.133"),
+            (KeyType.IPV6, "00 00 00 00 00 00 00 00 00 00 00 00 00 01 ff ff", "::0.1.255.255"),
             (KeyType.INTEGER, "00 00 00 2a", "42"),
             (KeyType.INTEGER, "ff ff ff ff", "4294967295"),  # unsigned, as HAProxy's %u
             (KeyType.STRING, "61 6c 69 63 65", "alice"),

@@ -16,6 +16,9 @@ from pathlib import Path
 #: Where the recorded traces live: inside the repository.
 VECTORS_DIR = Path(os.environ.get("STKTAGG_VECTORS", Path(__file__).resolve().parent / "data" / "vectors"))
 
+#: The HAProxy versions every scenario of the recorder was recorded from (issue 16).
+RECORDED_VERSIONS = ("2.6", "2.8", "3.0", "3.2", "3.4")
+
 _COMMENT = re.compile(r"^# ([<>]) (\S+) c(\d+) (.*)$")
 
 

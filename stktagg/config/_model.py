@@ -124,6 +124,9 @@ def _parse_ip(text: str, bracketed: bool) -> str | None:
         return None
     if bracketed and ip.version != 6:
         return None
+    if ip.version == 6:  # as the C library writes it (HAProxy's form), whatever the Python
+        # (3.13 changed str() of ::ffff:a.b.c.d); the zone (``%eth0``) is not in the bytes
+        return socket.inet_ntop(socket.AF_INET6, ip.packed) + (f"%{ip.scope_id}" if ip.scope_id else "")
     return str(ip)
 
 
