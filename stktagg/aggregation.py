@@ -27,7 +27,7 @@ import logging
 from dataclasses import dataclass
 
 from .clock import table_ms
-from .config import Address, Aggregations, Peer, PeerRole, table_suffix
+from .config import Address, Aggregations, Peer, PeerRole, table_suffix, without_positions
 from .schema import Field
 from .session import OutTable, PeerSession
 from .table import AggTable, TableMode
@@ -55,6 +55,20 @@ class Route:
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class SectionChanges:
+    """What a reload changed in a section (``Section.reconfigure``), for the server to apply."""
+
+    removed: tuple[Peer, ...] = ()  #: declared before, not now: their sessions end
+    changed: tuple[Peer, ...] = ()  #: their address, role, group or TLS options changed: sessions restart
+    added: tuple[Peer, ...] = ()  #: new remote peers
+    rules: bool = False  #: the ``from`` rule or ``forward`` changed: every link is routed again
+    local: bool = False  #: the local peer line changed: every session restarts
+
+    def __bool__(self) -> bool:
+        return bool(self.removed or self.changed or self.added or self.rules or self.local)
+
+
 class Section:
     """The state of one ``aggregations`` section: its peers' tables and the outputs."""
 
@@ -67,6 +81,8 @@ class Section:
         self.peer_index = {p.name: i for i, p in enumerate(self.remote_peers)}
         self._by_name = {p.name: p for p in config.peers}
         self.dynamic: list[str] = []
+        #: peers a reload removed: their index stays reserved (``reconfigure``)
+        self.removed: set[str] = set()
         self.forward = frozenset(config.forward)
         self.tables: dict[bytes, AggTable] = {}
         #: the source table of each aggregate table (for ``show aggrs``)
@@ -78,6 +94,48 @@ class Section:
 
     def peer(self, name: str) -> Peer | None:
         return self._by_name.get(name)
+
+    def reconfigure(self, config: Aggregations) -> SectionChanges:
+        """Take the reloaded configuration of this section (same name), keeping every table.
+
+        A peer's index is for good (the tables' records carry it): a new peer
+        gets the next one; a removed peer's index is not reused, and its part of
+        each aggregate stays until its entries expire, as that of a node that
+        went away (``clear table`` drops it at once); a peer declared again
+        later gets its old index back. Dynamic peers stay. What changed is
+        returned for the server to act on (sessions to end, peers to dial,
+        links to route again); nothing here touches a session.
+        """
+        old = {p.name: p for p in self.config.peers}
+        new = {p.name: p for p in config.peers}
+        remote = [p for p in config.peers if p.role is not PeerRole.LOCAL]
+        removed = tuple(p for name, p in old.items() if name not in new and p.role is not PeerRole.LOCAL)
+        changed = tuple(p for p in remote if p.name in old and without_positions(old[p.name]) != without_positions(p))
+        added = tuple(p for p in remote if p.name not in old and p.name not in self.peer_index)
+        returning = [p for p in remote if p.name not in old and p.name in self.peer_index]
+        rules = (without_positions(config.from_rule) != without_positions(self.config.from_rule)
+                 or config.forward != self.config.forward)
+        local = without_positions(config.local_peer) != without_positions(self.local)
+        for peer in remote:
+            if peer.name in self.peer_index:
+                self.remote_peers[self.peer_index[peer.name]] = peer
+            else:
+                self.peer_index[peer.name] = len(self.remote_peers)
+                self.remote_peers.append(peer)
+            if peer.name in self.dynamic:  # declared now: no longer counted as dynamic
+                self.dynamic.remove(peer.name)
+        self.config = config
+        self.local = config.local_peer
+        self.forward = frozenset(config.forward)
+        self._by_name = {p.name: p for p in config.peers}
+        for name in self.dynamic:
+            self._by_name[name] = self.remote_peers[self.peer_index[name]]
+        self.removed = {p.name for p in self.remote_peers} - set(self._by_name)
+        return SectionChanges(removed, changed, added + tuple(returning), rules, local)
+
+    def declared_peers(self) -> list[tuple[int, Peer]]:
+        """``(index, peer)`` of the remote peers this section has now (not those a reload removed)."""
+        return [(i, p) for i, p in enumerate(self.remote_peers) if p.name not in self.removed]
 
     def add_dynamic_peer(self, name: str, host: str) -> Peer | None:
         """Accept an undeclared peer (``dynamic-peers``) while there is room; None when full.

@@ -20,12 +20,13 @@ import signal
 import sys
 import tempfile
 
-from . import __version__, logs
+from . import __version__, logs, reconfigure
 from .cli import CliConnection
 from .clock import Clock
 from .config import Config, check_cpus, check_files, config_error, load
-from .errors import ConfigError
+from .errors import ConfigError, StktaggError
 from .loop import Reactor
+from .notify import Notifier
 from .metrics import MetricsConnection
 from .server import Server
 from .shardproxy import Shard, ShardedCliConnection, ShardedMetricsConnection
@@ -125,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         except KeyError:
             sys.stderr.write(f"hapee-stktagg: unknown user or group {name!r}\n")
             return EXIT_CONFIG
+    try:
+        privilege_target(args.user or config.global_.user, args.group or config.global_.group)
+    except PrivilegeError as exc:
+        sys.stderr.write(f"hapee-stktagg: {exc}\n")
+        return EXIT_CONFIG
     if args.check:
         sys.stdout.write(f"Configuration file is valid: {args.config}\n")
         return EXIT_OK
@@ -150,14 +156,17 @@ def run(config: Config, args: argparse.Namespace, daemon: bool) -> int:
     if pidfile:
         write_pidfile(pidfile)  # as root, like HAProxy: an unprivileged user may not write there
     drop_privileges(args.user or config.global_.user, args.group or config.global_.group)
+    notifier = Notifier()
     for signum in (signal.SIGTERM, signal.SIGINT):
         reactor.add_signal_handler(signum, _stop, reactor, signum)
-    reactor.add_signal_handler(signal.SIGHUP, _reopen_logs)
+    reactor.add_signal_handler(signal.SIGHUP, _reload, server, args, daemon, notifier)
     server.start()
     log.info("hapee-stktagg %s started: %d aggregations section(s)", __version__, len(server.sections))
+    notifier.ready(_serving(server))
     try:
         reactor.run_forever()
     finally:
+        notifier.stopping("stopping")
         server.stop()
         reactor.close()
         if pidfile:
@@ -192,7 +201,8 @@ def run_sharded(config: Config, args: argparse.Namespace, daemon: bool) -> int:
         write_pidfile(pidfile)
     user, group = args.user or config.global_.user, args.group or config.global_.group
     if user is not None:
-        os.chown(run_dir, _uid(user), _gid(group) if group is not None else -1)
+        uid, gid = privilege_target(user, group)
+        os.chown(run_dir, uid if uid is not None else -1, gid if gid is not None else -1)
     for signum in (signal.SIGTERM, signal.SIGINT):
         reactor.add_signal_handler(signum, _stop, reactor, signum)
     reactor.add_signal_handler(signal.SIGHUP, _reopen_logs_everywhere, supervisor)
@@ -200,9 +210,12 @@ def run_sharded(config: Config, args: argparse.Namespace, daemon: bool) -> int:
     drop_privileges(user, group)
     server.start()
     log.info("hapee-stktagg %s started: %d shard process(es)", __version__, len(plans))
+    notifier = Notifier()
+    notifier.ready(f"serving {len(plans)} shard process(es)")
     try:
         reactor.run_forever()
     finally:
+        notifier.stopping("stopping")
         supervisor.stop()
         server.stop()
         reactor.close()
@@ -285,7 +298,40 @@ def _bind(server: Server, reactor: Reactor, config: Config) -> bool:
 
 def _reopen_logs_everywhere(supervisor: Supervisor) -> None:
     _reopen_logs()
+    log.warning("a sharded daemon does not reload its configuration in place: restart it to apply a change")
     supervisor.signal_all(signal.SIGHUP)
+
+
+def _serving(server: Server) -> str:
+    peers = sum(len(section.declared_peers()) for section in server.sections)
+    return f"serving {len(server.sections)} aggregations section(s), {peers} peer(s)"
+
+
+def _reload(server: Server, args: argparse.Namespace, daemon: bool, notifier: Notifier) -> None:
+    """SIGHUP: reopen the logs, then load and check the file again and apply it in place
+    (``reconfigure``); an invalid file changes nothing and is logged at ``file:line:col``."""
+    path = args.config
+    notifier.reloading(f"reloading {path}")
+    logs.reopen()
+    log.info("received SIGHUP: reloading %s", path)
+    try:
+        config = load_checked(path)
+        if is_sharded(config):
+            raise ConfigError(f"{path}: a configuration with shards needs a restart, not a reload")
+        notes = reconfigure.apply(server, config)
+    except ConfigError as exc:
+        log.error("reload refused, the running configuration stays: %s", exc)
+        notifier.ready(f"reload refused: {exc}; {_serving(server)}")
+        return
+    logs.setup(config.global_.logs, foreground=not daemon, debug=args.debug)
+    try:
+        chown_stats_sockets(config)
+    except (OSError, KeyError) as exc:
+        log.warning("reload: cannot give the stats sockets their owner: %s", exc)
+    for note in notes:
+        log.log(note.level, "reload: %s", note.message)
+    log.info("reloaded %s: %d change(s)", path, len(notes))
+    notifier.ready(_serving(server))
 
 
 def _stop(reactor: Reactor, signum: int) -> None:
@@ -335,24 +381,51 @@ def _gid(group: str) -> int:
     return int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
 
 
+class PrivilegeError(StktaggError):
+    """Dropping privileges would leave the process root (uid or gid 0)."""
+
+
 def drop_privileges(user: str | None, group: str | None) -> None:
     """Set the group then the user (names or numbers), after the sockets are bound.
 
-    Nothing to do when already that user and group: a shard process restarted by a
-    main process that has dropped its privileges runs as them already.
+    ``-u`` without ``-g`` takes the user's primary group (as ``su`` and HAProxy's
+    ``user`` do), and the supplementary groups are dropped either way: a process
+    that dropped to ``nobody`` must not keep root's group 0 (issue 17). Dropping to
+    uid 0 or gid 0 is refused (``PrivilegeError``). Nothing to do when already that
+    user and group: a shard process restarted by a main process that has dropped
+    its privileges runs as them already.
     """
-    if os.geteuid() != 0 and (user is None or _uid(user) == os.geteuid()) \
-            and (group is None or _gid(group) == os.getegid()):
+    if user is None and group is None:
         return
-    if group is not None:
-        gid = _gid(group)
-        os.setgroups([gid])
+    uid, gid = privilege_target(user, group)
+    if os.geteuid() != 0 and uid in (None, os.geteuid()) and gid in (None, os.getegid()):
+        return
+    if gid is not None:
+        os.setgroups([])
         os.setgid(gid)
-    if user is not None:
-        uid = _uid(user)
-        if group is None:
-            os.setgroups([])
+    if uid is not None:
         os.setuid(uid)
+    if os.getuid() == 0 or os.geteuid() == 0 or (gid is not None and (os.getgid() == 0 or os.getegid() == 0)):
+        raise PrivilegeError("still root after dropping privileges")
+
+
+def privilege_target(user: str | None, group: str | None) -> tuple[int | None, int | None]:
+    """The uid and gid ``drop_privileges`` would set (None: unchanged); ``PrivilegeError`` for
+    0 or a user without a passwd entry and no group; ``KeyError`` for an unknown name."""
+    uid = _uid(user) if user is not None else None
+    gid = _gid(group) if group is not None else (_primary_gid(user) if user is not None else None)
+    if uid == 0 or gid == 0:
+        raise PrivilegeError(f"refusing to run as {'uid' if uid == 0 else 'gid'} 0 after dropping privileges"
+                             f" (user {user!r}, group {group!r})")
+    return uid, gid
+
+
+def _primary_gid(user: str) -> int:
+    """The primary group of ``user`` (a name, or a number that has a passwd entry)."""
+    try:
+        return pwd.getpwuid(int(user)).pw_gid if user.isdigit() else pwd.getpwnam(user).pw_gid
+    except KeyError:
+        raise PrivilegeError(f"user {user!r} has no passwd entry: give its group with -g") from None
 
 
 def daemonize() -> None:

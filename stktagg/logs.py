@@ -8,6 +8,11 @@ A daemon has no terminal: it logs to its ``log`` targets, or to ``/dev/log``
 when it has none and that socket exists, so that errors are never silently
 lost. ``reopen()`` (on SIGHUP) closes and reopens every syslog target, for a
 syslog daemon that was restarted.
+
+Under systemd (``$JOURNAL_STREAM`` names our stderr), journald stamps each line
+with its own time and the unit's name: the foreground lines then carry only the
+message, after the syslog priority as ``<N>`` (sd-daemon(3)), so that
+``journalctl -p warning`` filters them (issue 17).
 """
 
 from __future__ import annotations
@@ -35,13 +40,15 @@ FACILITIES = {
 }
 FOREGROUND_FORMAT = "%(asctime)s hapee-stktagg[%(process)d]: %(levelname)s %(message)s"
 SYSLOG_FORMAT = "hapee-stktagg[%(process)d]: %(message)s"
+#: Python's levels to syslog priorities (RFC 5424: 2 crit, 3 err, 4 warning, 6 info, 7 debug)
+PRIORITIES = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
 
 
 def setup(targets: tuple[LogTarget, ...], *, foreground: bool, debug: bool) -> None:
     """Install the handlers on the root logger (replacing any)."""
     handlers: list[logging.Handler] = []
     if foreground:
-        handlers.append(_stream(sys.stderr))
+        handlers.append(_journal(sys.stderr) if stderr_is_journal() else _stream(sys.stderr))
     for target in targets:
         try:
             handler = _handler(target)
@@ -90,6 +97,33 @@ def _handler(target: LogTarget) -> logging.Handler | None:
 def _stream(stream) -> logging.Handler:
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter(FOREGROUND_FORMAT))
+    return handler
+
+
+def stderr_is_journal(environ: dict[str, str] | None = None) -> bool:
+    """True when stderr is the journal stream systemd gave us (``$JOURNAL_STREAM`` is its
+    ``device:inode``; a redirected stderr keeps the variable but not the stream)."""
+    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    device, _, inode = value.partition(":")
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        stat = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):  # no stderr at all
+        return False
+    return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
+
+
+class _JournalFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        record.priority = PRIORITIES.get(record.levelno, 3 if record.levelno > logging.WARNING else 6)
+        # One journal entry per line: a traceback's lines each carry the priority too.
+        return "\n".join(f"<{record.priority}>{line}" for line in super().format(record).split("\n"))
+
+
+def _journal(stream) -> logging.Handler:
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(_JournalFormatter("%(message)s"))
     return handler
 
 

@@ -185,6 +185,7 @@ class PeerLink(SessionStage):
         self.peer = peer
         self.key: PeerKey = (section.name, peer.name)
         self.routes: dict[int, Route] = {}
+        self.definitions: dict[int, TableDefinition] = {}  #: the peer's tables, for ``reroute``
         self.backlog: dict[bytes, set[bytes]] = {}  #: table name -> keys waiting for a slow peer
         self.synced = False  #: the peer taught us after our resync request
         self.teach: Teach | None = None  #: our resync answer, while it is under way
@@ -258,9 +259,29 @@ class PeerLink(SessionStage):
         route = self.section.route(self.peer, definition)
         previous = self.routes.get(definition.table_id)
         self.routes[definition.table_id] = route
+        self.definitions[definition.table_id] = definition
         if route.kind is RouteKind.IGNORE and (previous is None or previous.kind is not RouteKind.IGNORE):
             log.info("%s: peer %s: table %r ignored: %s", self.section.name, self.peer.name,
                      definition.name.decode("utf-8", "backslashreplace"), route.reason)
+
+    def reroute(self, now: float) -> None:
+        """The section's rules changed (a reload): route each table the peer defined again.
+
+        A table that becomes an input had its updates ignored until now: the peer is asked
+        for a resync (HAProxy answers one at any time), so its sum starts from the peer's
+        whole table, not from the next changes.
+        """
+        gained = False
+        for table_id, definition in self.definitions.items():
+            before = self.routes.get(table_id)
+            self._define(definition)
+            after = self.routes[table_id]
+            if after.table is not None and (before is None or before.table is not after.table):
+                gained = True
+        if gained and self.is_established():
+            self.session.request_resync(now)
+            self.synced = False
+            self.flush()
 
     # -- pushes, teaches ----------------------------------------------------------------
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import enum
 import functools
 import ipaddress
-import socket
 from dataclasses import dataclass
 
 from .codec import DecodeError, Reader, be32, encode_varint
@@ -341,14 +340,52 @@ def expected_params(mask: int) -> list[DataTypeInfo]:
     return [DATA_TYPES[i] for i in mask_ids(mask) if i in DATA_TYPES and DATA_TYPES[i].has_params]
 
 
+def format_ipv6(packed: bytes) -> str:
+    """16 bytes as HAProxy prints an IPv6 key: glibc's ``inet_ntop`` form, written out here
+    (the protocol core does no I/O, and Python's own form differs for IPv4-mapped addresses,
+    and between 3.11 and 3.13).
+
+    The longest run of two or more zero words (the first of equal runs) becomes ``::``;
+    words are lowercase hex without leading zeros; the last 32 bits are written as an
+    IPv4 address after ``::ffff:`` and after six zero words, or after seven unless the
+    last word is 1 (``::1``).
+    """
+    words = [packed[i] << 8 | packed[i + 1] for i in range(0, 16, 2)]
+    best_base, best_len, base = -1, 0, -1
+    for i, word in enumerate([*words, 1]):  # the 1 ends a run that reaches the end
+        if word == 0:
+            if base < 0:
+                base = i
+        elif base >= 0:
+            if i - base > best_len:
+                best_base, best_len = base, i - base
+            base = -1
+    if best_len < 2:
+        best_base, best_len = -1, 0
+    out = []
+    i = 0
+    while i < 8:
+        if i == best_base:
+            out.append(":" if i == 0 else "")
+            i += best_len
+            if i == 8:
+                out.append("")
+            continue
+        if i == 6 and best_base == 0 and (best_len == 6 or (best_len == 7 and words[7] != 1)
+                                          or (best_len == 5 and words[5] == 0xFFFF)):
+            out.append(".".join(str(b) for b in packed[12:]))
+            break
+        out.append(f"{words[i]:x}")
+        i += 1
+    return ":".join(out)
+
+
 def format_key(key_type: int, key: bytes) -> str:
     """A key as HAProxy's ``show table`` prints it."""
     if key_type == KeyType.IP and len(key) == 4:
         return str(ipaddress.IPv4Address(key))
     if key_type == KeyType.IPV6 and len(key) == 16:
-        # HAProxy prints IPv6 keys with the C library's inet_ntop (``::ffff:192.0.2.1``);
-        # Python's own form differs for IPv4-mapped addresses, and between 3.11 and 3.13.
-        return socket.inet_ntop(socket.AF_INET6, key)
+        return format_ipv6(key)
     if key_type == KeyType.INTEGER and len(key) == 4:
         return str(int.from_bytes(key, "big"))
     if key_type == KeyType.STRING:

@@ -26,7 +26,7 @@ from .aggregation import Section
 from .backpressure import Backpressure
 from .clock import Clock, table_ms
 from .collector import FREEZE_INTERVAL, LongLived
-from .config import Config, Peer
+from .config import Aggregations, Config, Peer
 from .counters import Counters
 from .endpoints import Dialer, Listeners
 from .loop import TURN_BUCKETS, Reactor
@@ -70,8 +70,11 @@ class Server:
             limits["max_tables"] = config.global_.max_tables
         if config.global_.max_entries is not None:
             limits["max_entries"] = config.global_.max_entries
+        self._limits = limits
+        #: the sections, in configuration order; one list for good (the parts read it; a reload changes it)
         self.sections = [Section(s, **limits) for s in config.aggregations]
-        tls = {s.name: section_contexts(s) for s in config.aggregations}
+        #: each section's TLS contexts, shared with the listeners and the dialer (a reload replaces entries)
+        self.tls = tls = {s.name: section_contexts(s) for s in config.aggregations}
         self.counters = Counters()
         self.registry = LinkRegistry(self.counters)
         self.workers = Workers(workers, self._updates_applied, self._updates_applied_here)
@@ -96,6 +99,12 @@ class Server:
     def bind(self) -> None:
         """Open every listening socket (before privileges are dropped)."""
         self.listeners.bind(self.config, self.sections, self, self._cli_factory, self._metrics_factory)
+
+    def add_section(self, config: Aggregations) -> Section:
+        """A section a reload added (``reconfigure``): its tables start empty."""
+        section = Section(config, **self._limits)
+        self.sections.append(section)
+        return section
 
     def start(self) -> None:
         """Start the workers and the periodic timers; dial the up peers."""
@@ -160,7 +169,7 @@ class Server:
                          tuple(recent), longest, slowest)
 
     def _section_status(self, section: Section) -> SectionStatus:
-        peers = tuple(self._peer_status(section, index, peer) for index, peer in enumerate(section.remote_peers))
+        peers = tuple(self._peer_status(section, index, peer) for index, peer in section.declared_peers())
         tables = tuple(
             TableStatus(t.name, t.mode, section.sources.get(t.name, b""), t.expire_ms, len(t), t.changes, t.dropped, t)
             for t in section.tables.values()

@@ -28,7 +28,7 @@ from harness import (
 pytestmark = pytest.mark.e2e
 TABLE = TableSpec("mytable", "string len 32", "http_req_cnt,http_req_rate(10s)", "x-key", "req.hdr(x-key)")
 DAY = 86400
-SIGHUP_LINE = "received SIGHUP, logs reopened"
+SIGHUP_LINE = "received SIGHUP: reloading "
 
 
 def aggregator(tmp_path, address, nodes, env=None) -> Aggregator:

@@ -48,6 +48,8 @@ ALLOWED = {
     "backpressure": {"transport"},
     "tls": {"errors", "config"},
     "logs": {"config"},
+    "notify": set(),
+    "reconfigure": {"aggregation", "config", "peerlink", "tls"},
     "yamlconf": {"config", "errors"},
     "peerlink": {"aggregation", "backpressure", "clock", "config", "counters", "schema", "session", "slices",
                  "table", "transport", "wire", "workers"},

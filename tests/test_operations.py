@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pwd
 import signal
 import socket
 import stat
@@ -87,12 +88,13 @@ def test_stop_signals_end_the_process_within_a_second_and_remove_socket_files(tm
     assert log_time(stopped) - log_time(stopping) < 1.0
 
 
-def test_sighup_reopens_logs_and_keeps_running(tmp_path):
+def test_sighup_reloads_an_unchanged_file_and_keeps_running(tmp_path):
     aggr = Aggregator(tmp_path, config(tmp_path, fresh_loopback()))
     aggr.start()
     try:
         aggr.process.send_signal(signal.SIGHUP)
-        wait_for(lambda: "logs reopened" in aggr.log_path.read_text(), what="the SIGHUP log line")
+        wait_for(lambda: ": 0 change(s)" in aggr.log_path.read_text(), what="the reload's log line")
+        assert "received SIGHUP: reloading " in aggr.log_path.read_text()
         assert "aggregations agg" in aggr.cli("show aggrs")
     finally:
         aggr.stop()
@@ -106,10 +108,34 @@ def test_privileges_are_dropped_after_binding(tmp_path):
         nobody = "65534"
         assert status_field(aggr.process.pid, "Uid").split() == [nobody] * 4
         assert status_field(aggr.process.pid, "Gid").split() == [nobody] * 4
-        assert status_field(aggr.process.pid, "Groups") == nobody
+        assert status_field(aggr.process.pid, "Groups") == ""  # no supplementary group left
         assert "aggregations agg" in aggr.cli("show aggrs")  # the socket was bound as root
     finally:
         aggr.stop()
+
+
+@needs_root
+def test_a_user_without_a_group_takes_its_primary_group_not_roots(tmp_path):
+    """``-u nobody`` alone: nobody's own group (nogroup), never gid 0 kept from root (issue 17)."""
+    aggr = Aggregator(tmp_path, config(tmp_path, fresh_loopback()))
+    aggr.start("-u", "nobody")
+    try:
+        primary = str(pwd.getpwnam("nobody").pw_gid)
+        assert primary != "0"
+        assert status_field(aggr.process.pid, "Uid").split() == ["65534"] * 4
+        assert status_field(aggr.process.pid, "Gid").split() == [primary] * 4
+        assert status_field(aggr.process.pid, "Groups") == ""
+    finally:
+        aggr.stop()
+
+
+@pytest.mark.parametrize("flags", [("-u", "root"), ("-u", "nobody", "-g", "root"), ("-u", "0")])
+def test_dropping_to_root_is_refused(tmp_path, flags):
+    cfg = tmp_path / "aggr.cfg"
+    cfg.write_text(config(tmp_path, fresh_loopback()))
+    out = subprocess.run([sys.executable, str(ENTRY), "-d", *flags, "-f", str(cfg)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=20)
+    assert out.returncode == 1 and "refusing to run as" in out.stderr and " 0 after dropping privileges" in out.stderr
 
 
 def test_unknown_user_is_refused_before_anything_starts(tmp_path):

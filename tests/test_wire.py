@@ -11,6 +11,7 @@ import ast
 import ipaddress
 import random
 import re
+import socket
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -30,6 +31,7 @@ from stktagg.schema import (
     DictCache,
     KeyType,
     StdType,
+    format_ipv6,
     format_key,
     integer_key,
     mask_ids,
@@ -1202,6 +1204,21 @@ class TestFormatKey:
     )
     def test_format_key_literal_forms(self, key_type, key, shown):
         assert format_key(key_type, h(key)) == shown
+
+    def test_ipv6_keys_are_written_as_the_c_library_writes_them(self):
+        # HAProxy uses inet_ntop; the protocol core writes the same without the socket module.
+        rng = random.Random(7)
+        cases = [bytes(16), bytes(15) + b"\x01", bytes(15) + b"\x02", bytes(12) + bytes((1, 2, 3, 4))]
+        for _ in range(20_000):
+            words = [rng.choice((0, 0, 0, 1, 0xFFFF, rng.randrange(1 << 16))) for _ in range(8)]
+            prefix = rng.random()
+            if prefix < 0.2:
+                words[:6] = [0, 0, 0, 0, 0, 0xFFFF]
+            elif prefix < 0.35:
+                words[:rng.choice((6, 7))] = [0] * 7
+            cases.append(b"".join(w.to_bytes(2, "big") for w in words[:8]))
+        for packed in cases:
+            assert format_ipv6(packed) == socket.inet_ntop(socket.AF_INET6, packed), packed.hex()
 
     def test_integer_key_is_be32(self):
         assert integer_key(42) == h("00 00 00 2a")

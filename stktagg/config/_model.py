@@ -376,6 +376,12 @@ def strip_positions(config: Config) -> Config:
 _T = TypeVar("_T")
 
 
+def without_positions(value: _T) -> _T:
+    """Any model value (a ``Peer``, a ``FromRule``...) with every Position replaced by
+    :data:`NOWHERE`: what a reload compares, since moving a line changes nothing."""
+    return _strip(value)
+
+
 def _strip(value: _T) -> _T:
     if isinstance(value, Position):
         return NOWHERE  # type: ignore[return-value]
