@@ -117,19 +117,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_checked(args.config)
     except ConfigError as exc:
-        sys.stderr.write(f"{exc}\n")
+        _error(str(exc))
         return EXIT_CONFIG
     for name, lookup in ((args.user or config.global_.user, _uid), (args.group or config.global_.group, _gid)):
         try:
             if name is not None:
                 lookup(name)
         except KeyError:
-            sys.stderr.write(f"hapee-stktagg: unknown user or group {name!r}\n")
+            _error(f"hapee-stktagg: unknown user or group {name!r}")
             return EXIT_CONFIG
     try:
         privilege_target(args.user or config.global_.user, args.group or config.global_.group)
     except PrivilegeError as exc:
-        sys.stderr.write(f"hapee-stktagg: {exc}\n")
+        _error(f"hapee-stktagg: {exc}")
         return EXIT_CONFIG
     if args.check:
         sys.stdout.write(f"Configuration file is valid: {args.config}\n")
@@ -137,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     daemon = args.daemon and not args.debug
     logs.setup(config.global_.logs, foreground=not daemon, debug=args.debug)
     return run(config, args, daemon)
+
+
+def _error(text: str) -> None:
+    """An error before logging is set up (a bad file, ``-c`` from the unit's ExecReload): to
+    stderr, as an error-priority journal line when stderr is the journal (``logs``)."""
+    sys.stderr.write(f"<3>{text}\n" if logs.stderr_is_journal() else f"{text}\n")
 
 
 def run(config: Config, args: argparse.Namespace, daemon: bool) -> int:

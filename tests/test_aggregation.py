@@ -91,3 +91,52 @@ def test_definition_without_rate_periods_is_ignored():
     sec = section()
     incomplete = TableDefinition(1, b"x.local", 6, 33, (1 << 9) | (1 << 10), 60000, ())
     assert sec.route(sec.peer("hA"), incomplete).kind is RouteKind.IGNORE
+
+
+# -- reload (issue 17): Section.reconfigure --------------------------------------------
+
+
+def reloaded(text: str):
+    return parse(text).aggregations[0]
+
+
+def test_a_reload_keeps_indexes_for_good_and_names_what_changed():
+    sec = section()
+    tables = sec.tables
+    indexes = dict(sec.peer_index)
+    text = CONFIG.format(rule="any to .aggr")
+    # hB removed, hC added, hA's address changed; TOP1 and TOP2 only moved down a line
+    new = text.replace("    peer hB 127.0.0.1:10002 down\n", "\n").replace("127.0.0.1:10001", "127.0.0.1:10009")
+    new = new.replace("    from any", "    peer hC 127.0.0.1:10003\n    from any")
+    changes = sec.reconfigure(reloaded(new))
+    assert [p.name for p in changes.removed] == ["hB"]
+    assert [p.name for p in changes.added] == ["hC"]
+    assert [p.name for p in changes.changed] == ["hA"]
+    assert not changes.rules and not changes.local
+    assert sec.tables is tables  # every table and its entries kept
+    assert {n: sec.peer_index[n] for n in indexes} == indexes and sec.peer_index["hC"] == len(indexes)
+    assert sec.peer("hB") is None and "hB" in sec.removed
+    assert [p.name for _, p in sec.declared_peers()] == ["hA", "TOP1", "TOP2", "hC"]
+    assert str(sec.peer("hA").address) == "127.0.0.1:10009"
+    # declared again: its old index back, not a new one
+    again = sec.reconfigure(reloaded(text))
+    assert [p.name for p in again.added] == ["hB"] and sec.peer_index["hB"] == indexes["hB"]
+    assert [p.name for p in again.removed] == ["hC"]
+
+
+def test_a_reload_that_only_moves_lines_changes_nothing():
+    sec = section()
+    moved = "\n\n# a comment\n" + CONFIG.format(rule="any to .aggr").replace("    forward .l2\n", "") \
+        .replace("aggregations mid\n", "aggregations mid\n    forward .l2\n")
+    assert not sec.reconfigure(reloaded(moved))
+
+
+def test_rules_and_the_local_peer_are_reported():
+    sec = section()
+    assert route(sec, "hA", "t.cpu").kind is RouteKind.AGGREGATE
+    changes = sec.reconfigure(reloaded(CONFIG.format(rule=".proc to .aggr")))
+    assert changes.rules and not changes.local
+    assert route(sec, "hA", "t.cpu").kind is RouteKind.IGNORE  # routed by the new rule
+    moved = CONFIG.format(rule=".proc to .aggr").replace("10100 local", "10101 local")
+    changes = sec.reconfigure(reloaded(moved))
+    assert changes.local and not changes.rules and str(sec.local.address) == "127.0.0.1:10101"

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
 import sys
 import time
 
 import pytest
 
+from harness import ENTRY, ROOT
 from stktagg import logs
 from stktagg.notify import Notifier
 
@@ -84,3 +86,21 @@ def test_each_line_of_a_traceback_keeps_the_priority():
         record = logging.LogRecord("stktagg.x", logging.ERROR, __file__, 1, "job failed", (), sys.exc_info())
     lines = logs._journal(sys.stderr).format(record).split("\n")
     assert lines[0] == "<3>job failed" and len(lines) > 2 and all(line.startswith("<3>") for line in lines)
+
+
+def test_a_config_error_of_c_is_an_error_line_in_the_journal(tmp_path):
+    """``ExecReload=... -c`` fails on a broken file: under systemd its message must be found by
+    ``journalctl -p warning``, so it carries priority 3 when stderr is the journal."""
+    cfg = tmp_path / "bad.cfg"
+    cfg.write_text("aggregations a\n    peer X\n")
+    err = tmp_path / "stderr"
+    with open(err, "w") as stream:
+        st = os.fstat(stream.fileno())
+        env = dict(os.environ, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
+        done = subprocess.run([sys.executable, str(ENTRY), "-c", "-f", str(cfg)], cwd=ROOT, stderr=stream, env=env,
+                              timeout=30)
+    assert done.returncode == 1
+    assert err.read_text().startswith(f"<3>{cfg}:2:") and err.read_text().count("\n") == 1
+    plain = subprocess.run([sys.executable, str(ENTRY), "-c", "-f", str(cfg)], cwd=ROOT, capture_output=True,
+                           text=True, timeout=30)
+    assert plain.stderr.startswith(f"{cfg}:2:")  # not the journal: no prefix
