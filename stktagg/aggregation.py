@@ -115,7 +115,10 @@ class Section:
         returning = [p for p in remote if p.name not in old and p.name in self.peer_index]
         rules = (without_positions(config.from_rule) != without_positions(self.config.from_rule)
                  or config.forward != self.config.forward)
-        local = without_positions(config.local_peer) != without_positions(self.local)
+        # The listener's certificate, CA and verify mode only concern new handshakes (the
+        # server reloads its TLS contexts): the sessions restart for a new name, address or ssl.
+        local = (config.local_peer.name, config.local_peer.address, config.local_peer.ssl) \
+            != (self.local.name, self.local.address, self.local.ssl)
         for peer in remote:
             if peer.name in self.peer_index:
                 self.remote_peers[self.peer_index[peer.name]] = peer

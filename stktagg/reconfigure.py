@@ -17,10 +17,11 @@ keeps the running configuration when it is invalid):
   once); peers whose address, role, group or TLS options changed (their session
   restarts under the new settings); the ``from`` rule and ``forward`` (every link
   is routed again; a table that becomes an input is resynchronised from its
-  peer); the local peer line (every session of the section restarts, on the new
-  listener if its address changed);
+  peer); the local peer's name, address or ``ssl`` (every session of the section
+  restarts, on the new listener if its address changed);
 - TLS files: read again for every section; new handshakes use them, established
-  sessions keep theirs;
+  sessions keep theirs (a changed ``crt``, ``ca-file`` or ``verify`` of the local
+  peer line restarts nothing; on a remote peer's line it restarts that session);
 - the stats sockets and the metrics endpoint, opened and closed as they differ.
 
 Unchanged peers keep their sessions, and every table keeps its entries. What

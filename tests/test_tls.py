@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import ssl
 import subprocess
 import sys
@@ -234,6 +235,30 @@ def test_mutual_tls_sums_flow_and_a_foreign_certificate_is_refused(tmp_path, pki
         assert "certificate verify failed" in bed.aggr.log_path.read_text()
         assert bed.aggr_count("R", "alice") is None  # contributes nothing, receives nothing
         assert "peer 'R' (2) state: 0x0" in bed.aggr.cli("show aggrs")
+
+
+@pytest.mark.e2e
+def test_a_reload_takes_new_tls_files_for_new_handshakes_and_keeps_the_sessions(tmp_path, pki):
+    """Reload (issue 17): the listener's CA changes to one that signed neither node. B's
+    established session stays and is summed; A, restarted, is refused by the new CA."""
+    binary = need_haproxy(VERSIONS[0])
+    with TLSBed(tmp_path, pki, binary, "required", {"A": "node-a", "B": "node-b"}) as bed:
+        bed.hit("A", "k", 1)
+        bed.hit("B", "k", 2)
+        wait_for(lambda: bed.aggr_count("B", "k") == "3", timeout=CONVERGE_TIMEOUT, what="the sum over TLS")
+        text = bed.aggr.config_path.read_text()
+        assert text.count(f"ca-file {pki.ca('ca')} ") == 1
+        bed.aggr.config_path.write_text(text.replace(f"ca-file {pki.ca('ca')} ", f"ca-file {pki.ca('rogue-ca')} "))
+        bed.aggr.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reloaded " in bed.aggr.log_path.read_text(), what="the reload")
+        refusals = bed.aggr.log_path.read_text().count("certificate verify failed")
+        node_a = bed.nodes[0]
+        node_a.stop()
+        node_a.start()  # a new handshake: checked against the new CA
+        wait_for(lambda: bed.aggr.log_path.read_text().count("certificate verify failed") > refusals,
+                 timeout=CONVERGE_TIMEOUT, what="A refused by the reloaded CA")
+        bed.hit("B", "k", 1)  # B's session, from before the reload, goes on (A's part stays)
+        wait_for(lambda: bed.aggr_count("B", "k") == "4", timeout=CONVERGE_TIMEOUT, what="B still summed")
 
 
 @pytest.mark.e2e
