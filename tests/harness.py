@@ -53,9 +53,12 @@ DAEMON_RUNTIME = os.environ.get("STKTAGG_DAEMON_RUNTIME") or platform.python_imp
 @functools.cache
 def haproxy_version(path: str) -> str | None:
     """``major.minor`` of the HAProxy at ``path`` (from ``haproxy -v``), None if it does not run."""
+    # Without LD_PRELOAD: under contrib/test.sh's faketime step, the host's libfaketime in a
+    # test bed's HAProxy (the root's own libc, through its loader) hangs it.
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "FAKETIME")}
     try:
-        out = subprocess.run([path, "-v"], capture_output=True, text=True, timeout=30).stdout
-    except OSError:
+        out = subprocess.run([path, "-v"], capture_output=True, text=True, timeout=30, env=env).stdout
+    except (OSError, subprocess.TimeoutExpired):
         return None
     found = re.search(r"version (\d+\.\d+)", out)
     return found.group(1) if found else None

@@ -49,6 +49,8 @@ ALLOWED = {
     "tls": {"errors", "config"},
     "logs": {"config"},
     "notify": set(),
+    "history": set(),
+    "historystore": set(),
     "reconfigure": {"aggregation", "config", "peerlink", "tls"},
     "yamlconf": {"config", "errors"},
     "peerlink": {"aggregation", "backpressure", "clock", "config", "counters", "schema", "session", "slices",
