@@ -53,9 +53,8 @@ class HistoryStore:
 
     def __init__(self, path: str) -> None:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
+        for statement in ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", _SCHEMA):
+            self._run(statement, ())
 
     @staticmethod
     def line_name(section: str, source: str, target: str, resolution_ms: int) -> str:
@@ -68,10 +67,9 @@ class HistoryStore:
         """One bucket's samples ``(key, packed values)`` of a table, in one transaction
         (a sample written again replaces the first); returns the rows written."""
         with self._transaction():
-            cursor = self._db.executemany(
+            return self._run_many(
                 "INSERT OR REPLACE INTO samples (line, tbl, bucket, key, vals) VALUES (?, ?, ?, ?, ?)",
                 ((line, table, bucket, key, vals) for key, vals in rows))
-            return cursor.rowcount
 
     def window(self, line: str, table: bytes, buckets: range) -> dict[bytes, list[tuple[int, ...]]]:
         """Every key's samples over ``buckets`` (a key absent from a bucket has no sample there)."""
@@ -97,11 +95,10 @@ class HistoryStore:
         oldest first: the start of the key range); returns how many went. Retention in
         bounded steps, never one long delete."""
         with self._transaction():
-            cursor = self._db.execute(
+            return self._run(
                 "DELETE FROM samples WHERE (line, tbl, bucket, key) IN ("
                 " SELECT line, tbl, bucket, key FROM samples WHERE line = ? AND tbl = ? AND bucket < ?"
                 " ORDER BY bucket, key LIMIT ?)", (line, table, bucket, limit))
-            return cursor.rowcount
 
     def tables(self, line: str) -> list[bytes]:
         return [name for (name,) in self._db.execute("SELECT DISTINCT tbl FROM samples WHERE line = ?", (line,))]
@@ -111,6 +108,22 @@ class HistoryStore:
 
     def _transaction(self):
         return _Transaction(self._db)
+
+    # Every statement's cursor is closed at once (a PRAGMA's unread answer included): PyPy's
+    # sqlite3 refuses to commit while one is open ("SQL statements in progress").
+    def _run(self, sql: str, args: tuple) -> int:
+        cursor = self._db.execute(sql, args)
+        try:
+            return cursor.rowcount
+        finally:
+            cursor.close()
+
+    def _run_many(self, sql: str, rows: Iterable[tuple]) -> int:
+        cursor = self._db.executemany(sql, rows)
+        try:
+            return cursor.rowcount
+        finally:
+            cursor.close()
 
 
 class _Transaction:

@@ -81,26 +81,40 @@ def test_percentiles_are_nearest_rank():
 # -- the history file ---------------------------------------------------------------------
 
 
-def test_samples_are_kept_across_a_reopen_and_read_per_window(tmp_path):
-    path = str(tmp_path / "history.db")
-    store = HistoryStore(path)
+@pytest.fixture
+def opened():
+    """Open history files, closed at the end even when a check failed (PyPy closes files only
+    when it collects them, which the next test's descriptor count would see)."""
+    stores: list[HistoryStore] = []
+
+    def open_store(path) -> HistoryStore:
+        stores.append(HistoryStore(str(path)))
+        return stores[-1]
+
+    yield open_store
+    for store in stores:
+        store.close()
+
+
+def test_samples_are_kept_across_a_reopen_and_read_per_window(tmp_path, opened):
+    path = tmp_path / "history.db"
+    store = opened(path)
     line = HistoryStore.line_name("agg", ".aggr", ".yday", 1000)
     for bucket in range(10):
         assert store.write(line, b"t.aggr", bucket, [(b"alice", pack((bucket, 2 * bucket))), (b"bob", pack((7, 7)))]) == 2
     store.write(line, b"t.aggr", 3, [(b"alice", pack((30, 60)))])  # written again: replaced
     store.close()
-    store = HistoryStore(path)  # a restart finds everything where it was
+    store = opened(path)  # a restart finds everything where it was
     got = store.window(line, b"t.aggr", range(2, 5))
     assert got == {b"alice": [(2, 4), (30, 60), (4, 8)], b"bob": [(7, 7)] * 3}
     assert store.window(line, b"t.aggr", range(5, 5)) == {}
     assert store.window(line, b"other.aggr", range(0, 10)) == {}
     assert [b for b, _ in store.key_buckets(line, b"t.aggr", b"alice")] == list(range(10))
     assert store.lines() == [line] and store.tables(line) == [b"t.aggr"]
-    store.close()
 
 
-def test_retention_deletes_the_oldest_in_bounded_steps(tmp_path):
-    store = HistoryStore(str(tmp_path / "history.db"))
+def test_retention_deletes_the_oldest_in_bounded_steps(tmp_path, opened):
+    store = opened(tmp_path / "history.db")
     line = "agg .aggr .peak 10000"
     for bucket in range(5):
         store.write(line, b"t", bucket, [(f"k{i}".encode(), pack((i,))) for i in range(100)])
@@ -108,7 +122,6 @@ def test_retention_deletes_the_oldest_in_bounded_steps(tmp_path):
     assert store.delete_before(line, b"t", 3, limit=1000) == 180
     assert store.delete_before(line, b"t", 3, limit=1000) == 0
     assert sorted(store.window(line, b"t", range(0, 10))[b"k5"]) == [(5,), (5,)]  # buckets 3 and 4 left
-    store.close()
 
 
 def test_values_are_signed_64_bit_and_clamped():
