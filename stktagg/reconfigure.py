@@ -72,6 +72,8 @@ def apply(server, config: Config) -> list[Note]:
     for section in [s for s in server.sections if s.name not in wanted]:
         server.sections.remove(section)
         _end_sessions(server, section, None, "its section was removed by a reload")
+        for peer in section.config.up_peers:
+            server.dialer.forget(section, peer)  # a connect under way; later redials find it gone
         notes.append(Note(logging.INFO, f"section {section.name} removed"))
     running = {section.name: section for section in server.sections}
     for aggregations in config.aggregations:

@@ -151,3 +151,32 @@ def test_a_stats_socket_added_by_a_reload_answers(tmp_path):
         wait_for(lambda: second.exists(), what="the new stats socket")
         assert "aggregations agg" in unix_query(second, "show aggrs")
         assert "aggregations agg" in bed.aggr.cli("show aggrs")  # the first one still there
+
+
+def test_a_section_added_then_removed_by_reloads(tmp_path):
+    """A second section on a port of its own: its listener opens with the reload and its node is
+    summed; removed again, its session ends and the first section never noticed."""
+    binary = need_haproxy(VERSIONS[0])
+    with Bed(tmp_path, binary, ("A", "B")) as bed:
+        other = HaproxyNode("D", binary, bed.address, 18091, 11011, tmp_path, [TABLE], [("AGGR2", bed.address, 11101)])
+        other.start()
+        try:
+            bed.hit("A", "k", 1)
+            wait_for(lambda: bed.sum_on("B", "k") == "1", timeout=CONVERGE_TIMEOUT, what="the first section")
+            first = bed.config(("A", "B"))
+            second = "\n".join(["aggregations agg2", f"    peer AGGR2 {bed.address}:11101 local",
+                                f"    peer D {bed.address}:11011", "    from .local to .aggr", ""])
+            before = bed.peers()
+            bed.reload(first + second)
+            other.request({"x-key": "k"})
+            # D was refused at the TCP level before (no listener): HAProxy dials again by itself.
+            wait_for(lambda: other.table("mytable.aggr").get("k", {}).get("http_req_cnt") == "1",
+                     timeout=CONVERGE_TIMEOUT, what="D summed by the added section (apart from agg's)")
+            assert bed.sum_on("A", "k") == "1"  # the sections do not mix
+            bed.reload(first)
+            wait_for(lambda: "reload: section agg2 removed" in bed.aggr.log_path.read_text(), what="agg2 removed")
+            after = bed.peers()
+            assert all(after[n]["last_hello"] == before[n]["last_hello"] for n in "AB")
+            assert "aggregations agg2" not in bed.aggr.cli("show aggrs")
+        finally:
+            other.stop()
