@@ -1,8 +1,9 @@
 """The history file (issue 18, in progress): the aggregates' samples in one SQLite database.
 
-Imports nothing of ``stktagg``; the standard library's ``sqlite3`` only. Meant to be
-used from one thread of its own (the history writer, still to be wired), never from
-the I/O thread: every call here may wait for the disk.
+Imports nothing of ``stktagg``; the standard library's ``sqlite3`` only.
+``HistoryStore`` is meant to be used from one thread of its own, ``HistoryWriter``'s
+(not wired into the daemon yet), never from the I/O thread: every call of it may
+wait for the disk.
 
 Layout: one table ``samples``, a row per (line, output table, bucket, key) holding
 the sample, each data type's value as a signed 64-bit integer (``array('q')``: a
@@ -19,11 +20,13 @@ resolution stay.
 
 from __future__ import annotations
 
+import queue
 import sqlite3
+import threading
 from array import array
 from collections.abc import Iterable
 
-__all__ = ["HistoryStore", "MAX_SAMPLE", "pack", "unpack"]
+__all__ = ["HistoryStore", "HistoryWriter", "MAX_SAMPLE", "TRIM_STEP", "pack", "unpack"]
 
 #: The largest value a sample keeps (a signed 64-bit column).
 MAX_SAMPLE = (1 << 63) - 1
@@ -135,3 +138,72 @@ class _Transaction:
 
     def __exit__(self, kind, value, traceback) -> None:
         self._db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+#: Samples one trim step deletes at most, before the writer looks at its other jobs.
+TRIM_STEP = 10_000
+
+
+class HistoryWriter:
+    """The history file's own thread: every write, trim and read of the file runs there.
+
+    The I/O thread only queues jobs (``write``, ``trim``, ``read``), which never wait
+    for the disk. A trim deletes ``TRIM_STEP`` samples at most, then queues its rest
+    behind the jobs that came meanwhile, so retention never holds the writes back for
+    long. A job that fails is reported to ``on_error`` (from the writer's thread) and
+    the writer goes on; the file is opened in the thread, so a file that cannot be
+    opened is such an error too, and every later job is then skipped.
+    """
+
+    def __init__(self, path: str, on_error=None) -> None:
+        self._path = path
+        self._on_error = on_error or (lambda exc: None)
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="stktagg-history", daemon=True)
+        self._thread.start()
+
+    def write(self, line: str, table: bytes, bucket: int, rows: list[tuple[bytes, bytes]]) -> None:
+        self._jobs.put(lambda store: store.write(line, table, bucket, rows))
+
+    def trim(self, line: str, table: bytes, before: int, step: int = TRIM_STEP) -> None:
+        def job(store: HistoryStore) -> None:
+            if store.delete_before(line, table, before, step) == step:
+                self.trim(line, table, before, step)  # more to delete: behind what came meanwhile
+        self._jobs.put(job)
+
+    def read(self, query, deliver) -> None:
+        """Run ``query(store)`` in the writer's thread and hand its result to ``deliver`` there
+        (the caller passes on to its own thread, e.g. with ``call_soon_threadsafe``)."""
+        self._jobs.put(lambda store: deliver(query(store)))
+
+    def close(self, timeout: float | None = None) -> None:
+        """Run what is queued, then close the file and end the thread."""
+        self._jobs.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            store = HistoryStore(self._path)
+        except Exception as exc:  # the file cannot be opened: report it, skip every job
+            self._on_error(exc)
+            store = None
+        closing = False
+        while True:
+            if closing:  # what is left, the steps a trim queues again behind the close included
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+            else:
+                job = self._jobs.get()
+            if job is None:
+                closing = True
+                continue
+            if store is None:
+                continue
+            try:
+                job(store)
+            except Exception as exc:
+                self._on_error(exc)
+        if store is not None:
+            store.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 
 import pytest
 
@@ -16,7 +17,7 @@ from stktagg.history import (
     statistic,
     window_buckets,
 )
-from stktagg.historystore import MAX_SAMPLE, HistoryStore, pack, unpack
+from stktagg.historystore import MAX_SAMPLE, HistoryStore, HistoryWriter, pack, unpack
 
 
 @pytest.mark.parametrize("window, resolution", [
@@ -126,3 +127,32 @@ def test_retention_deletes_the_oldest_in_bounded_steps(tmp_path, opened):
 
 def test_values_are_signed_64_bit_and_clamped():
     assert unpack(pack((0, -1, 2**40, 2**64 - 1))) == (0, -1, 2**40, MAX_SAMPLE)
+
+
+def test_the_writer_thread_writes_trims_in_steps_and_reads(tmp_path, opened):
+    path = str(tmp_path / "history.db")
+    errors: list[Exception] = []
+    writer = HistoryWriter(path, errors.append)
+    gate = threading.Event()  # the writer waits until every job below is queued: a fixed order
+    writer.read(lambda store: gate.wait(30), lambda _: None)
+    for bucket in range(4):
+        writer.write("l", b"t", bucket, [(f"k{i}".encode(), pack((bucket,))) for i in range(250)])
+    writer.trim("l", b"t", 2, step=100)  # 500 samples to delete, 100 a step
+    found: list = []
+    writer.read(lambda store: store.window("l", b"t", range(0, 2)), found.append)
+    gate.set()
+    writer.close(timeout=30)
+    assert errors == []
+    # The read was queued before the trim's second step: it ran between two steps.
+    assert len(found) == 1 and sum(len(samples) for samples in found[0].values()) == 400
+    store = opened(path)
+    assert store.window("l", b"t", range(0, 2)) == {}  # every step ran before the close
+    assert store.window("l", b"t", range(2, 4))[b"k7"] == [(2,), (3,)]
+
+
+def test_a_writer_that_cannot_open_its_file_reports_it_and_skips_its_jobs(tmp_path):
+    errors: list[Exception] = []
+    writer = HistoryWriter(str(tmp_path / "no" / "such" / "dir" / "history.db"), errors.append)
+    writer.write("l", b"t", 0, [(b"k", pack((1,)))])
+    writer.close(timeout=30)
+    assert len(errors) == 1 and "unable to open" in str(errors[0])
