@@ -27,7 +27,7 @@ import logging
 from dataclasses import dataclass
 
 from .clock import table_ms
-from .config import Address, Aggregations, Peer, PeerRole, table_suffix, without_positions
+from .config import Address, Aggregations, Peer, PeerRole, strip_positions, table_suffix
 from .schema import Field
 from .session import OutTable, PeerSession
 from .table import AggTable, TableMode
@@ -110,10 +110,10 @@ class Section:
         new = {p.name: p for p in config.peers}
         remote = [p for p in config.peers if p.role is not PeerRole.LOCAL]
         removed = tuple(p for name, p in old.items() if name not in new and p.role is not PeerRole.LOCAL)
-        changed = tuple(p for p in remote if p.name in old and without_positions(old[p.name]) != without_positions(p))
+        changed = tuple(p for p in remote if p.name in old and strip_positions(old[p.name]) != strip_positions(p))
         added = tuple(p for p in remote if p.name not in old and p.name not in self.peer_index)
         returning = [p for p in remote if p.name not in old and p.name in self.peer_index]
-        rules = (without_positions(config.from_rule) != without_positions(self.config.from_rule)
+        rules = (strip_positions(config.from_rule) != strip_positions(self.config.from_rule)
                  or config.forward != self.config.forward)
         # The listener's certificate, CA and verify mode only concern new handshakes (the
         # server reloads its TLS contexts): the sessions restart for a new name, address or ssl.

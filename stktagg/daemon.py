@@ -40,9 +40,10 @@ EXIT_CONFIG = 1
 EXIT_USAGE = 2
 EXIT_RUNTIME = 3
 
-#: At low load the aggregator's loop turns last at least this long (``Reactor``'s
-#: coalescing): at 1,000 updates/s from 4 peers a read then carries several updates
-#: instead of one, for 0.05 core instead of 0.07 and ~5 ms more latency (issue 15).
+#: While the loop is calm it polls its sockets at most once per this many seconds
+#: (``Reactor``'s coalescing): at 1,000 updates/s from 4 peers a read then carries
+#: several updates instead of one, for 0.04-0.05 core instead of 0.07 and ~5 ms more
+#: latency (issue 15).
 LOOP_COALESCE = 0.01
 
 USAGE = """\

@@ -20,11 +20,12 @@ resolution stay.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import sqlite3
 import threading
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 __all__ = ["HistoryStore", "HistoryWriter", "MAX_SAMPLE", "TRIM_STEP", "pack", "unpack"]
 
@@ -109,8 +110,15 @@ class HistoryStore:
     def lines(self) -> list[str]:
         return [name for (name,) in self._db.execute("SELECT DISTINCT line FROM samples")]
 
-    def _transaction(self):
-        return _Transaction(self._db)
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     # Every statement's cursor is closed at once (a PRAGMA's unread answer included): PyPy's
     # sqlite3 refuses to commit while one is open ("SQL statements in progress").
@@ -127,17 +135,6 @@ class HistoryStore:
             return cursor.rowcount
         finally:
             cursor.close()
-
-
-class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN")
-
-    def __exit__(self, kind, value, traceback) -> None:
-        self._db.execute("COMMIT" if kind is None else "ROLLBACK")
 
 
 #: Samples one trim step deletes at most, before the writer looks at its other jobs.

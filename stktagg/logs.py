@@ -116,9 +116,9 @@ def stderr_is_journal(environ: dict[str, str] | None = None) -> bool:
 
 class _JournalFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        record.priority = PRIORITIES.get(record.levelno, 3 if record.levelno > logging.WARNING else 6)
+        priority = PRIORITIES.get(record.levelno, 3 if record.levelno > logging.WARNING else 6)
         # One journal entry per line: a traceback's lines each carry the priority too.
-        return "\n".join(f"<{record.priority}>{line}" for line in super().format(record).split("\n"))
+        return "\n".join(f"<{priority}>{line}" for line in super().format(record).split("\n"))
 
 
 def _journal(stream) -> logging.Handler:

@@ -267,9 +267,9 @@ class Reactor:
             clock in tests to drive timers exactly.
         selector: the selector to use (default ``selectors.DefaultSelector()``);
             injectable so tests can observe the timeouts passed to ``select``.
-        coalesce: at low load, a turn that handled I/O lasts at least this
-            long, waiting with ``sleep`` (see the module docstring); 0: never.
-        sleep: how that wait is made (injectable for tests).
+        coalesce: while the loop is calm, poll the descriptors at most once
+            per this many seconds (see the module docstring); 0: always.
+        sleep: how the loop waits between polls (injectable for tests).
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic,

@@ -36,7 +36,7 @@ import logging
 from dataclasses import dataclass
 
 from .aggregation import Section, SectionChanges
-from .config import Config, Peer, PeerRole, without_positions
+from .config import Config, Peer, PeerRole, strip_positions
 from .peerlink import PeerLink
 from .tls import section_contexts
 
@@ -66,7 +66,7 @@ def apply(server, config: Config) -> list[Note]:
     contexts = {section.name: section_contexts(section) for section in config.aggregations}
     notes = [Note(logging.WARNING, f"'{keyword}' changed: it applies at the next restart; the running value stays")
              for keyword, attribute in RESTART_ONLY
-             if without_positions(getattr(config.global_, attribute)) != without_positions(getattr(server.config.global_, attribute))]
+             if strip_positions(getattr(config.global_, attribute)) != strip_positions(getattr(server.config.global_, attribute))]
     now = server.clock.now()
     wanted = {section.name for section in config.aggregations}
     for section in [s for s in server.sections if s.name not in wanted]:

@@ -666,7 +666,7 @@ PUBLIC_NAMES = (
     "Address", "Aggregations", "Config", "ConfigError", "FromRule", "GlobalSection", "LogTarget",
     "Peer", "PeerRole", "Position", "StatsSocket", "Token", "Verify",
     "check_cpus", "check_files", "config_error", "dump", "format_cpu_set", "load", "parse",
-    "quote_word", "strip_positions", "table_suffix", "tokenize", "without_positions",
+    "quote_word", "strip_positions", "table_suffix", "tokenize",
     "EMPTY_GLOBAL", "MAX_CPU", "NOWHERE", "STATS_LEVELS", "SYSLOG_FACILITIES", "SYSLOG_LEVELS",
 )
 PACKAGE_DIR = Path(cfg.__file__).parent

@@ -4,7 +4,7 @@ The public API of the package; everything else in it is private. Laid out
 as CPython's ``tomllib`` is, one job per module, imports only downwards::
 
     _model                 frozen dataclasses (Config, Peer, ...), config_error,
-                           table_suffix, strip_positions, without_positions
+                           table_suffix, strip_positions
     _lexer                 text -> logical lines of tokens (continuations,
                            quotes, escapes, comments)
     _rules                 what every grammar rule uses (take a word, options)
@@ -40,7 +40,6 @@ from ._model import (
     config_error,
     format_cpu_set,
     strip_positions,
-    without_positions,
     table_suffix,
 )
 from ._parser import load, parse
@@ -75,7 +74,6 @@ __all__ = [
     "parse",
     "quote_word",
     "strip_positions",
-    "without_positions",
     "table_suffix",
     "tokenize",
 ]

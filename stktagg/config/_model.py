@@ -364,21 +364,16 @@ def format_cpu_set(cpus: Iterable[int]) -> str:
     return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in ranges)
 
 
-def strip_positions(config: Config) -> Config:
-    """Return *config* with every Position replaced by :data:`NOWHERE`.
-
-    Two configurations that differ only in where things were written compare
-    equal after this.
-    """
-    return _strip(config)
-
-
 _T = TypeVar("_T")
 
 
-def without_positions(value: _T) -> _T:
-    """Any model value (a ``Peer``, a ``FromRule``...) with every Position replaced by
-    :data:`NOWHERE`: what a reload compares, since moving a line changes nothing."""
+def strip_positions(value: _T) -> _T:
+    """Return *value* (a ``Config``, or any part of one: a ``Peer``, a ``FromRule``...) with
+    every Position replaced by :data:`NOWHERE`.
+
+    Two values that differ only in where things were written compare equal after
+    this: what the dump round trip checks, and what a reload compares.
+    """
     return _strip(value)
 
 
