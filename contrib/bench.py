@@ -539,6 +539,10 @@ def stktagg_config(args: argparse.Namespace, workdir: str) -> str:
         lines.append(f"    peer {args.target_name} {args.target} local")
     lines += [f"    peer bench{i} {host}:{20000 + i}" for i in range(args.peers)]
     lines.append("    from .local to .aggr")
+    history = getattr(args, "history", None) or []
+    if history:  # issue 18: the history file in the run's own directory
+        lines.insert(2, f"    history-file {workdir}/history.db")
+        lines += [f"    {line}" for line in history]
     return "\n".join(lines) + "\n"
 
 
@@ -758,7 +762,7 @@ def render_comparison(reports: list[dict]) -> str:
         return "-" if value is None else format(value, spec)
 
     head = ("target", "acked/s", "pushed/s/session", "latency p50/p99 ms", "CPU us/update",
-            "target CPU", "procs", "RSS MB", "bench CPU", "bottleneck")
+            "target CPU", "procs", "RSS MB", "longest turn ms", "bench CPU", "bottleneck")
     rows = [head]
     for r in reports:
         rss = r["target_rss_bytes"]
@@ -766,7 +770,8 @@ def render_comparison(reports: list[dict]) -> str:
             r["target"], fmt(r["acked_per_s"]), fmt(r["pushed_back_per_s_per_session"]),
             f"{fmt(r['latency_ms']['p50'])} / {fmt(r['latency_ms']['p99'])}",
             fmt(r["target_cpu_us_per_update"], ".2f"), fmt(r["target_cpu_cores"], ".2f"),
-            fmt(r.get("target_processes"), "d"), fmt(rss / 1e6 if rss else None, ".0f"), f"{r['bench_cpu_per_process']} x {r['bench_processes']}",
+            fmt(r.get("target_processes"), "d"), fmt(rss / 1e6 if rss else None, ".0f"),
+            fmt(r.get("loop_longest_turn_ms_1m")), f"{r['bench_cpu_per_process']} x {r['bench_processes']}",
             r["bottleneck"].split(" (")[0] + (" (errors)" if r["errors"] else ""),
         ))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
@@ -776,6 +781,18 @@ def render_comparison(reports: list[dict]) -> str:
     r = reports[0]
     window = format(round(sum(x["duration_s"] for x in reports) / len(reports), 1), "g")
     warmup = f", measured {window} s after a {r['warmup_s']:g} s warmup" if r.get("warmup_s") else ""
+    for r in reports:  # issue 18: what each history line did, and the file
+        history = r.get("history")
+        if not history:
+            continue
+        lines.append(f"{r['target']}: history file {history['file_bytes'] / 1e6:.1f} MB, {history['samples_stored']:,}"
+                     f" samples in {history['buckets_stored']} buckets, {fmt(history['bytes_per_key_per_bucket'])}"
+                     " bytes per key per bucket")
+        for line in history["lines"]:
+            lines.append(f"  {line['line']}: resolution {fmt(line['resolution_ms'])} ms, sampled"
+                         f" {fmt(line['buckets_sampled'])} buckets ({fmt(line['buckets_skipped'])} skipped),"
+                         f" computed {fmt(line['computed'])} ({fmt(line['computed_skipped'])} skipped),"
+                         f" last {fmt(line['last_keys'])} keys in {fmt(line['last_seconds'])} s")
     return "\n".join([f"{r['peers']} peers, {r['keys']} keys, {r['updates']} ids, "
                       f"offered {'as fast as taken' if not r['offered_rate'] else r['offered_rate']}"
                       + warmup] + lines)
@@ -855,24 +872,28 @@ class TargetSpec:
     kind: str
     shards: int = 1
     label: str = ""  #: an interpreter label: ``STKTAGG_BENCH_<LABEL>``, else the program LABEL
+    history: bool = False  #: ``stktagg+history``: with the ``--history`` lines (the others run without)
 
     def __str__(self) -> str:
-        return self.kind + (f":{self.shards}" if self.shards > 1 else "") + (f"@{self.label}" if self.label else "")
+        return (self.kind + ("+history" if self.history else "") + (f":{self.shards}" if self.shards > 1 else "")
+                + (f"@{self.label}" if self.label else ""))
 
 
 def parse_target(text: str) -> TargetSpec:
     """``stktagg``, ``stktagg:2``, ``naive@pypy``, ``stktagg:4@pypy3``; ValueError otherwise."""
-    match = re.fullmatch(r"([a-z]+)(?::(\d+))?(?:@([\w.+-]+))?", text.strip())
+    match = re.fullmatch(r"([a-z]+)(\+history)?(?::(\d+))?(?:@([\w.+-]+))?", text.strip())
     if not match or match[1] not in SPAWNABLE:
-        raise ValueError(f"{text!r}: a target is {'|'.join(SPAWNABLE)}[:SHARDS][@LABEL]")
-    kind, shards, label = match[1], int(match[2] or 1), match[3] or ""
+        raise ValueError(f"{text!r}: a target is {'|'.join(SPAWNABLE)}[+history][:SHARDS][@LABEL]")
+    kind, history, shards, label = match[1], bool(match[2]), int(match[3] or 1), match[4] or ""
+    if history and (kind != "stktagg" or shards > 1):
+        raise ValueError(f"{text!r}: +history is for stktagg without shards")
     if not 1 <= shards <= MAX_SHARDS:
         raise ValueError(f"{text!r}: shards are 1 to {MAX_SHARDS}")
     if shards > 1 and kind != "stktagg":
         raise ValueError(f"{text!r}: only stktagg has shards")
     if label and kind == "haproxy":
         raise ValueError(f"{text!r}: an interpreter label is for stktagg or naive")
-    return TargetSpec(kind, shards, label)
+    return TargetSpec(kind, shards, label, history)
 
 
 def interpreter_for(label: str, environ=os.environ) -> str:
@@ -891,6 +912,8 @@ def target_args(args: argparse.Namespace, spec: TargetSpec, environ=os.environ) 
     """The options of one ``--compare`` run: ``args`` with that target, its shards, its interpreter."""
     one = argparse.Namespace(**vars(args))
     one.spawn, one.shards, one.label = spec.kind, spec.shards, str(spec)
+    if any(t.history for t in args.compare):  # then only the +history targets get the lines
+        one.history = args.history if spec.history else []
     if spec.label:
         one.python = interpreter_for(spec.label, environ)
     return one
@@ -915,6 +938,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(default: this one)")
     p.add_argument("--updates", choices=("explicit", "implied"), default="explicit",
                    help="explicit: 0x80 updates, each with its id (default); implied: one 0x80 then 0x81 updates")
+    p.add_argument("--history", action="append", default=[], metavar="LINE",
+                   help="with --spawn stktagg: a history line of its section (repeatable; adds a history-file); "
+                        "in --compare, only stktagg+history targets get them")
     p.add_argument("--workers", type=int, help="with --spawn stktagg: its worker threads (-W; 0: none, apply in the I/O thread)")
     p.add_argument("--peers", type=int, default=4)
     p.add_argument("--keys", type=int, default=100_000)
@@ -969,10 +995,62 @@ def _measure_spawned(args: argparse.Namespace, workdir: str) -> dict:
     target = spawn_target(args.spawn, args, workdir)
     args.target_pid = target.pid
     try:
-        return measure(args)
+        report = measure(args)
+        if args.spawn == "stktagg" and getattr(args, "shards", 1) == 1:
+            report.update(target_figures(args, workdir))
+        return report
     finally:
         stop_target(target)
         args.target_pid = None
+
+
+def cli_json(socket_path: str, command: str):
+    """One JSON answer of the aggregator's CLI, or None."""
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(10)
+            sock.connect(socket_path)
+            sock.sendall(command.encode() + b"\n")
+            text = b""
+            while chunk := sock.recv(65536):
+                text += chunk
+        return json.loads(text)
+    except (OSError, ValueError):
+        return None
+
+
+def target_figures(args: argparse.Namespace, workdir: str) -> dict:
+    """What the spawned aggregator says of itself at the end of the window: its loop's longest
+    turn over the last minute, and with ``--history``, each line's work and the file's size."""
+    sock = os.path.join(workdir, "aggr.sock")
+    info = cli_json(sock, "show info json") or {}
+    figures: dict = {"loop_longest_turn_ms_1m": info.get("loop_longest_turn_ms_1m"),
+                     "loop_slowest_callback_1m": info.get("loop_slowest_callback_1m")}
+    history = getattr(args, "history", None) or []
+    if not history:
+        return figures
+    lines = []
+    for line in history:
+        target = line.split()[3]  # history <.from> to <.to> ...
+        data = cli_json(sock, f"show history bench mytable{target} json") or {}
+        lines.append({"line": line, **{k: data.get(k) for k in (
+            "resolution_ms", "retention_buckets", "buckets_sampled", "buckets_skipped", "samples",
+            "computed", "computed_skipped", "last_keys", "last_seconds")}})
+    path = os.path.join(workdir, "history.db")
+    size = sum(os.path.getsize(path + end) for end in ("", "-wal") if os.path.exists(path + end))
+    rows = buckets = 0
+    try:
+        import sqlite3
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        rows, buckets = db.execute("SELECT count(*), count(DISTINCT stream || ' ' || bucket) FROM samples").fetchone()
+        db.close()
+    except Exception as exc:  # reported, not fatal: the other figures stand
+        figures["history_file_error"] = str(exc)
+    figures["history"] = {
+        "lines": lines, "file_bytes": size, "samples_stored": rows, "buckets_stored": buckets,
+        "bytes_per_key_per_bucket": round(size / rows, 1) if rows else None,
+    }
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,13 @@ Routing (DESIGN.md §3.1 and §3.4), per table a peer defines:
 What each peer is sent: aggregate tables go to every peer (down and up,
 the sender included); forwarded tables go to down peers only. A resync
 answer is a ``Teach``, which the caller steps a part at a time (issue 14).
+
+History tables (issue 18): for each ``history`` line, every aggregate table
+whose suffix is the line's source gets a table named with the line's
+target suffix (``mytable.aggr`` -> ``mytable.yday``), same key and data
+types, created with it (``recorder`` fills it). It goes to every peer, as
+an aggregate, but only to a peer that declared it (``peerlink``): it is not
+in a resync answer. A peer's own table with a history suffix is ignored.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import logging
 from dataclasses import dataclass
 
 from .clock import table_ms
-from .config import Address, Aggregations, Peer, PeerRole, strip_positions, table_suffix
+from .config import Address, Aggregations, HistoryLine, Peer, PeerRole, strip_positions, table_suffix
 from .schema import Field
 from .session import OutTable, PeerSession
 from .table import AggTable, TableMode
@@ -64,9 +71,10 @@ class SectionChanges:
     added: tuple[Peer, ...] = ()  #: new remote peers
     rules: bool = False  #: the ``from`` rule or ``forward`` changed: every link is routed again
     local: bool = False  #: the local peer line changed: every session restarts
+    history: bool = False  #: the ``history`` lines changed (their tables were made or dropped)
 
     def __bool__(self) -> bool:
-        return bool(self.removed or self.changed or self.added or self.rules or self.local)
+        return bool(self.removed or self.changed or self.added or self.rules or self.local or self.history)
 
 
 class Section:
@@ -91,6 +99,9 @@ class Section:
         self.input_definitions: dict[tuple[int, bytes], TableDefinition] = {}
         self._table_options = table_options
         self.max_tables = max_tables
+        self.history: tuple[HistoryLine, ...] = config.history
+        #: each history table's source table (its line: the one whose target is its suffix)
+        self.history_sources: dict[bytes, bytes] = {}
 
     def peer(self, name: str) -> Peer | None:
         return self._by_name.get(name)
@@ -134,7 +145,24 @@ class Section:
         for name in self.dynamic:
             self._by_name[name] = self.remote_peers[self.peer_index[name]]
         self.removed = {p.name for p in self.remote_peers} - set(self._by_name)
-        return SectionChanges(removed, changed, added + tuple(returning), rules, local)
+        history = strip_positions(config.history) != strip_positions(self.history)
+        self._rehistory(config.history)
+        return SectionChanges(removed, changed, added + tuple(returning), rules, local, history)
+
+    def _rehistory(self, lines: tuple[HistoryLine, ...]) -> None:
+        """Take a reload's history lines: the tables of a line gone are dropped (the nodes'
+        copies expire within two buckets), those of a new line made for every aggregate."""
+        self.history = lines
+        pairs = {(line.source, line.target) for line in lines}
+        for name, source in list(self.history_sources.items()):
+            suffixes = (table_suffix(source.decode("utf-8", "surrogateescape")),
+                        table_suffix(name.decode("utf-8", "surrogateescape")))
+            if suffixes not in pairs:
+                del self.history_sources[name]
+                self.tables.pop(name, None)
+                self.sources.pop(name, None)
+        for table in [t for t in self.tables.values() if t.mode is TableMode.AGGREGATE]:
+            self.add_history_tables(table.definition)
 
     def declared_peers(self) -> list[tuple[int, Peer]]:
         """``(index, peer)`` of the remote peers this section has now (not those a reload removed)."""
@@ -173,6 +201,8 @@ class Section:
             return self._checked(table, definition, RouteKind.FORWARD)
         if is_forwarded:
             return Route(RouteKind.IGNORE, None, (), "forwarded tables are not taken from down peers")
+        if any(table_suffix(name) == line.target for line in self.history):
+            return Route(RouteKind.IGNORE, None, (), "it is a history table (ours)")
         output = self.config.from_rule.output_name(name)
         if output is None:
             if table_suffix(name) == self.config.from_rule.to:
@@ -198,7 +228,30 @@ class Section:
                 definition.expire or 0, definition.params,
             )
             table = self.tables[out_name] = AggTable(out_def, mode, **self._table_options)
+            if mode is TableMode.AGGREGATE:
+                self.add_history_tables(out_def)
         return table
+
+    def add_history_tables(self, source: TableDefinition) -> list[AggTable]:
+        """The history tables of aggregate table ``source`` (made when missing, while there is
+        room); each is ``source``'s definition under its line's name."""
+        name = source.name.decode("utf-8", "surrogateescape")
+        made = []
+        for line in self.history:
+            if table_suffix(name) != line.source:
+                continue
+            out_name = (name[: len(name) - len(line.source)] + line.target).encode("utf-8", "surrogateescape")
+            table = self.tables.get(out_name)
+            if table is None:
+                if len(self.tables) >= self.max_tables:
+                    continue
+                out_def = TableDefinition(0, out_name, source.key_type, source.key_len, source.data_types,
+                                          source.expire or 0, source.params)
+                table = self.tables[out_name] = AggTable(out_def, TableMode.HISTORY, **self._table_options)
+                self.sources[out_name] = source.name
+            self.history_sources[out_name] = source.name
+            made.append(table)
+        return made
 
     def _checked(self, table: AggTable | None, definition: TableDefinition, kind: RouteKind) -> Route:
         if table is None:
@@ -210,8 +263,9 @@ class Section:
 
     @staticmethod
     def sends(table: AggTable, peer: Peer) -> bool:
-        """Whether ``peer`` is sent ``table``: aggregates go to all, forwarded ones to down peers."""
-        return table.mode is TableMode.AGGREGATE or peer.role is not PeerRole.UP
+        """Whether ``peer`` is sent ``table``: aggregates and history tables go to all (history
+        tables only once the peer declared them: ``peerlink``), forwarded ones to down peers."""
+        return table.mode is not TableMode.FORWARD or peer.role is not PeerRole.UP
 
     def tables_for(self, peer: Peer) -> list[AggTable]:
         """The tables ``peer`` is sent."""
@@ -282,7 +336,8 @@ class Teach:
 
     def __init__(self, section: Section, session: PeerSession, peer: Peer) -> None:
         index = section.peer_index[peer.name]
-        tables = section.tables_for(peer)
+        # History tables are sent once the peer declares them (peerlink), not in the answer.
+        tables = [t for t in section.tables_for(peer) if t.mode is not TableMode.HISTORY]
         #: (table, the peer's own definition of its source and the peer's index, or None: the aggregates)
         self._parts: list[tuple[AggTable, TableDefinition | None, int | None]] = []
         for table in tables:

@@ -1,6 +1,6 @@
 """The runtime CLI on the stats socket, as HAProxy's runtime API.
 
-Commands (``help`` lists them): ``show aggrs``, ``show table``, ``show peers``,
+Commands (``help`` lists them): ``show aggrs``, ``show table``, ``show history``, ``show peers``,
 ``show info``, each with a ``json`` form; ``show metrics`` (the Prometheus
 text of ``metrics.render``: a sharded daemon's main process asks each shard
 process for it, see ``shardproxy``); ``clear table``; ``prompt`` and
@@ -34,7 +34,7 @@ taught us after our request): a working session shows 0x7. ``push`` and
 ``sync`` repeats ``push`` (the layout has the column; we keep no separate id
 for the last resync answer).
 
-Imports ``clock`` (the table-time conversion), ``datatypes``, ``errors``,
+Imports ``clock`` (the table-time conversion), ``datatypes``, ``errors``, ``history`` (windows),
 ``metrics`` (``show metrics``), ``schema``, ``status`` and ``table`` (table modes).
 """
 
@@ -50,6 +50,7 @@ from typing import Callable
 
 from .clock import table_ms
 from .datatypes import read_rate
+from .history import window_buckets
 from .errors import CliError
 from .metrics import render as render_metrics
 from .schema import Field, KeyType, StdType, format_key, integer_key
@@ -72,6 +73,10 @@ show metrics                             : the Prometheus metrics (text format),
 clear table <aggregations> <table> [key <k>]
                                          : forget entries (all, or one key), and clear the
                                            nodes' aggregates of them
+show history <aggregations> <table> [key <k>] [json]
+                                         : a history table's line (stat, window, buckets
+                                           sampled, last computation); with a key, its
+                                           stored samples, one per bucket, oldest first
 """
 
 #: Longest command line accepted; the answer to a longer one is an error.
@@ -128,6 +133,8 @@ def render_aggrs(rows: list[dict]) -> str:
             summary = f"(expire: {t['expire']} nb_entries: {t['entries']})"
             if t["mode"] == TableMode.FORWARD.value:
                 out.append(f"  table '{t['name']}' forwarded {summary}")
+            elif t["mode"] == TableMode.HISTORY.value:
+                out.append(f"  table '{t['source']}' history in '{t['name']}' {summary}")
             else:
                 out.append(f"  table '{t['source']}' aggregated to '{t['name']}' {summary}")
             out.append(f"    update: 0x{t['updates']:08x} used: 0x{t['entries']:08x}")
@@ -335,6 +342,88 @@ def parse_key(table: TableStatus, text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")[: max(0, d.key_len - 1)]
 
 
+# -- show history ---------------------------------------------------------------------------------
+
+
+def cmd_show_history(args: list[str], status: Status, now: float, commands: Commands) -> str:
+    usage = "show history <aggregations> <table> [key <k>] [json]"
+    json_out = _json_flag(args)
+    if len(args) not in (2, 4) or (len(args) == 4 and args[2] != "key"):
+        raise CliError(f"Usage: {usage}")
+    if status.history is None:
+        raise CliError("No history: the configuration has no 'history-file'")
+    section, table = _find_table(status, args[0], args[1])
+    line = status.history.line(section.name, _suffix(table.name)) if table.mode is TableMode.HISTORY else None
+    if line is None:
+        raise CliError(f"Not a history table: {args[1]}")
+    wall_ms = int((status.started_wall + now - status.started_at) * 1000)
+    data = history_line_data(line, table, wall_ms)
+    if len(args) == 4:
+        key = parse_key(table, args[3])
+        columns = _columns(table)
+        window = _served_window(line, wall_ms)
+        data["key"] = _key_text(table, key)
+        data["buckets"] = [
+            {"bucket": bucket, "start": _utc(bucket * line.resolution_ms), "in_window": bucket in window,
+             "values": {column[2]: value for column, value in zip(columns, values)}}
+            for bucket, values in line.read(table.source, key)]
+    if json_out:
+        return _json(data)
+    return render_history(data, _columns(table))
+
+
+def _served_window(line, wall_ms: int) -> range:
+    """The buckets of the statistics served now: those of the last computation, at the end of
+    the last bucket (``recorder``), not of this very moment (which may hold one bucket fewer)."""
+    res = line.resolution_ms
+    return window_buckets(wall_ms // res * res, line.window_ms, line.offset_ms, res)
+
+
+def history_line_data(line, table: TableStatus, wall_ms: int) -> dict:
+    window = _served_window(line, wall_ms)
+    return {
+        "table": _text(table.name), "source": _text(table.source), "stat": line.stat,
+        "window_ms": line.window_ms, "offset_ms": line.offset_ms, "resolution_ms": line.resolution_ms,
+        "retention_buckets": line.retention,
+        "window": [_utc(window.start * line.resolution_ms), _utc(window.stop * line.resolution_ms)],
+        "buckets_sampled": line.buckets, "buckets_skipped": line.buckets_skipped, "samples": line.samples,
+        "computed": line.computed, "computed_skipped": line.computed_skipped,
+        "last_keys": line.last_keys, "last_seconds": round(line.last_seconds, 6),
+    }
+
+
+def render_history(data: dict, columns: list) -> str:
+    out = [
+        f"history '{data['table']}' of '{data['source']}': stat {data['stat']} window {data['window_ms']}ms"
+        f" offset {data['offset_ms']}ms (resolution {data['resolution_ms']}ms, {data['retention_buckets']} buckets kept)",
+        f"  window now: {data['window'][0]} to {data['window'][1]}",
+        f"  sampled: {data['buckets_sampled']} buckets ({data['buckets_skipped']} skipped), {data['samples']} samples;"
+        f" computed: {data['computed']} ({data['computed_skipped']} skipped), last {data['last_keys']} keys"
+        f" in {data['last_seconds']:.3f} s",
+    ]
+    if "buckets" in data:
+        out.append(f"  key={data['key']}: {len(data['buckets'])} samples")
+        for row in data["buckets"]:
+            values = " ".join(f"{name}={value}" for name, value in row["values"].items())
+            out.append(f"    bucket={row['bucket']} start={row['start']}{' (in window)' if row['in_window'] else ''}"
+                       f" {values}")
+    return "\n".join(out) + "\n"
+
+
+def _suffix(name: bytes) -> str:
+    text = _text(name)
+    dot = text.rfind(".")
+    return "" if dot < 0 else text[dot:]
+
+
+def _utc(wall_ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall_ms // 1000)) + f".{wall_ms % 1000:03d}Z"
+
+
+def _key_text(table: TableStatus, key: bytes) -> str:
+    return format_key(table.definition.key_type, key)
+
+
 # -- show peers / show info ------------------------------------------------------------------------
 
 
@@ -444,6 +533,7 @@ COMMANDS: dict[tuple[str, ...], Handler] = {
     ("show", "info"): cmd_show_info,
     ("show", "metrics"): cmd_show_metrics,
     ("clear", "table"): cmd_clear_table,
+    ("show", "history"): cmd_show_history,
 }
 
 

@@ -6,11 +6,14 @@ suffix ``.aggr``, one sample of each data type per bucket, and serves the
 statistic of the samples of ``[now - offset - window, now - offset]``.
 
 - **Resolution** (``resolution_ms``): a bucket is the window divided by
-  ``SAMPLES_PER_WINDOW`` (60), rounded up to the next of ``RESOLUTIONS`` (1 s to
-  1 h): ``window 1h`` keeps a sample a minute, ``window 10m`` one every 10 s,
-  ``window 2s`` one a second. So a window spans at most about 60 buckets
-  whatever its length, and storage per key is bounded by ``(offset + window) /
-  resolution`` samples per line, the retention.
+  ``SAMPLES_PER_WINDOW`` (12), rounded up to the next of ``RESOLUTIONS`` (1 s to
+  1 h): ``window 1h`` keeps a sample every 5 minutes, ``window 10m`` one a
+  minute, ``window 2s`` one a second. So a window spans at most 12 buckets
+  whatever its length (fewer when the rounding widens them), and storage per
+  key is bounded by ``(offset + window) / resolution`` samples per line, the
+  retention. Why 12 and not more: the statistics of every key are computed
+  again at each bucket's end from the window's samples, so the work is keys x
+  samples per window per bucket (see "Issue 18" in docs/ARCHITECTURE.md).
 - **Buckets** are numbered from the epoch (``bucket_of``): bucket ``b`` covers
   ``[b * res, (b + 1) * res)`` ms of wall time, so a restart finds its samples
   where it left them. The window of a statistic is the buckets wholly inside
@@ -29,20 +32,20 @@ from collections.abc import Sequence
 
 __all__ = [
     "RESOLUTIONS", "SAMPLES_PER_WINDOW", "STATS", "bucket_of", "parse_stat", "resolution_ms", "retention_buckets",
-    "statistic", "window_buckets",
+    "statistic", "statistic_function", "window_buckets",
 ]
 
 #: The bucket widths a line may get (ms): 1 s, 5 s, 10 s, 30 s, 1 m, 5 m, 10 m, 30 m, 1 h.
 RESOLUTIONS = (1_000, 5_000, 10_000, 30_000, 60_000, 300_000, 600_000, 1_800_000, 3_600_000)
 #: A window holds at most about this many samples.
-SAMPLES_PER_WINDOW = 60
+SAMPLES_PER_WINDOW = 12
 #: The statistics besides ``pNN``.
 STATS = ("avg", "max", "min")
 
 
 def resolution_ms(window_ms: int) -> int:
-    """The bucket width for a window: ``window / 60``, rounded up to one of ``RESOLUTIONS``
-    (and at most the largest: a window over 60 h keeps a sample an hour)."""
+    """The bucket width for a window: ``window / 12``, rounded up to one of ``RESOLUTIONS``
+    (and at most the largest: a window over 12 h keeps a sample an hour)."""
     if window_ms <= 0:
         raise ValueError("a window must be longer than 0 ms")
     wanted = -(-window_ms // SAMPLES_PER_WINDOW)
@@ -76,6 +79,20 @@ def parse_stat(text: str) -> tuple[str, int | None]:
         if 1 <= rank <= 100:
             return "p", rank
     raise ValueError(f"unknown statistic '{text}' (expected avg, max, min or p1..p100)")
+
+
+def statistic_function(stat: str, rank: int | None):
+    """``statistic`` for one statistic, as a function of the samples (none empty): what the
+    recorder calls per key and value, without choosing the statistic each time."""
+    if stat == "max":
+        return max
+    if stat == "min":
+        return min
+    if stat == "avg":
+        return lambda samples: (2 * sum(samples) + len(samples)) // (2 * len(samples))
+    if stat == "p" and rank is not None:
+        return lambda samples: sorted(samples)[max(1, -(-rank * len(samples) // 100)) - 1]
+    raise ValueError(f"unknown statistic {stat!r}")
 
 
 def statistic(stat: str, rank: int | None, samples: Sequence[int]) -> int | None:

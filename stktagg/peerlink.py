@@ -49,7 +49,7 @@ from .session import (
     UpdatesReceived,
 )
 from .slices import Slicer
-from .table import AggTable
+from .table import AggTable, TableMode
 from .transport import EventLoop, StreamTransport
 from .wire import TableDefinition, UpdateBatch
 from .workers import Workers
@@ -186,6 +186,8 @@ class PeerLink(SessionStage):
         self.key: PeerKey = (section.name, peer.name)
         self.routes: dict[int, Route] = {}
         self.definitions: dict[int, TableDefinition] = {}  #: the peer's tables, for ``reroute``
+        self.declared: set[bytes] = set()  #: the names of the tables the peer defined (history tables go to those)
+        self.wholes: list[tuple[AggTable, int]] = []  #: tables to send whole (``send_whole``), from this stripe on
         self.backlog: dict[bytes, set[bytes]] = {}  #: table name -> keys waiting for a slow peer
         self.synced = False  #: the peer taught us after our resync request
         self.teach: Teach | None = None  #: our resync answer, while it is under way
@@ -255,7 +257,17 @@ class PeerLink(SessionStage):
         self.ctx.counters.updates_in += sum(len(items) for _, items in batches.values())
         self.ctx.backpressure.check()
 
+    def declares(self, table: AggTable) -> bool:
+        """Whether the peer is sent ``table`` in this session: a history table only once the
+        peer defined it (HAProxy defines every table it has when it teaches us, §8.2)."""
+        return table.mode is not TableMode.HISTORY or table.name in self.declared
+
     def _define(self, definition: TableDefinition) -> None:
+        if definition.name not in self.declared:
+            self.declared.add(definition.name)
+            history = self.section.tables.get(definition.name)
+            if history is not None and history.mode is TableMode.HISTORY:
+                self.send_whole(history)
         route = self.section.route(self.peer, definition)
         previous = self.routes.get(definition.table_id)
         self.routes[definition.table_id] = route
@@ -304,6 +316,12 @@ class PeerLink(SessionStage):
         self.ctx.counters.updates_out += self.section.push_batch(self.session, table, batch, now)
         self.flush()
 
+    def send_whole(self, table: AggTable) -> None:
+        """Send every entry of ``table``, a part at a time: a stripe's keys are parked at a step
+        (``send_some``) and go out as parked keys do (``_drain_backlog``, with their values then)."""
+        self.wholes.append((table, 0))
+        self._want_sending()
+
     def _parked(self, table: AggTable, keys) -> bool:
         """Park ``keys`` for later when the socket buffer is above its high-water mark."""
         if not self.transport.above_high_water():
@@ -338,6 +356,7 @@ class PeerLink(SessionStage):
     def _stop_sending(self) -> None:
         self.teach = None
         self.backlog = {}
+        self.wholes = []
         if self._sending is not None:
             self._sending.cancelled = True
             self.ctx.slices.discard(self._sending)
@@ -355,11 +374,19 @@ class PeerLink(SessionStage):
             return True
         if self.backlog:
             self._drain_backlog(now, keys)
+        elif self.wholes:
+            table, stripe = self.wholes[0]
+            found = table.stripe_keys(stripe)
+            if found:
+                self.backlog.setdefault(table.name, set()).update(found)
+            self.wholes[0] = (table, stripe + 1)
+            if stripe + 1 >= len(table.stripes):
+                del self.wholes[0]
         elif self.teach is not None and self.teach.step(now, keys):
             log.info("%s: taught peer %s %d entries", self.section.name, self.peer.name, self.teach.sent)
             self.teach = None
         self.flush()
-        if self.backlog or self.teach is not None:
+        if self.backlog or self.wholes or self.teach is not None:
             return False
         self._sending = None
         return True

@@ -26,7 +26,7 @@ from .aggregation import Section
 from .clock import Clock, table_ms
 from .loop import Reactor
 from .registry import LinkRegistry
-from .table import AggTable
+from .table import AggTable, TableMode
 from .wire import UpdateBatch
 
 __all__ = ["CATCH_UP_TIME_BUDGET", "DUE_SHARE", "PUSH_BUDGET", "PUSH_CHUNK", "PUSH_INTERVAL", "PUSH_TIME_BUDGET", "PushScheduler", "STRIPE_TURN", "TableClear"]
@@ -146,6 +146,9 @@ class PushScheduler:
         used = 0
         for section, table in tables:
             stripes, count = table.stripes, len(table.stripes)
+            if table.mode is TableMode.HISTORY and not self._receivers(section, table):
+                table.forget_pending()  # nobody declared it: a peer that does later gets it whole
+                continue
             # Only the stripes with something to take (a round at a low rate
             # finds a key or two), starting one further on at each round.
             turn = [i % count for i in range(self._stripe_start, self._stripe_start + count)
@@ -179,7 +182,8 @@ class PushScheduler:
 
     def _receivers(self, section: Section, table: AggTable) -> list:
         return [link for (name, _), link in self._registry.established.items()
-                if name == section.name and link.is_established() and section.sends(table, link.peer)]
+                if name == section.name and link.is_established() and section.sends(table, link.peer)
+                and link.declares(table)]
 
     def push_encoded(self, section: Section, table: AggTable, keys: list[bytes], bodies: list, now: float) -> None:
         """Send keys whose update bodies are encoded (``AggTable.take_encoded``) to every

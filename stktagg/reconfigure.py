@@ -46,6 +46,7 @@ __all__ = ["Note", "apply", "RESTART_ONLY"]
 RESTART_ONLY = (
     ("user", "user"), ("group", "group"), ("pidfile", "pidfile"), ("cpu-map", "cpu_map"), ("source", "source"),
     ("max-entries", "max_entries"), ("max-tables", "max_tables"), ("peer-address-check", "peer_address_check"),
+    ("history-file", "history_file"),
 )
 
 
@@ -90,6 +91,10 @@ def apply(server, config: Config) -> list[Note]:
             _apply_section(server, section, changes, now)
             notes.append(Note(logging.INFO, f"section {section.name}: {describe(changes)}"))
     notes += [Note(logging.ERROR, failure) for failure in server.listeners.rebind(config)]
+    if server.recorder is not None:
+        server.recorder.refresh()
+    elif any(section.history for section in config.aggregations):
+        notes.append(Note(logging.WARNING, "'history' lines need 'history-file' at start: they apply at the next restart"))
     server.config = config
     return notes
 
@@ -121,6 +126,8 @@ def describe(changes: SectionChanges) -> str:
         parts.append("'from'/'forward' changed: tables routed again")
     if changes.local:
         parts.append("local peer changed: sessions restarted")
+    if changes.history:
+        parts.append("'history' lines changed")
     return "; ".join(parts)
 
 

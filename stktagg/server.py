@@ -8,7 +8,8 @@ Runs in the I/O thread, except what the workers do. Each part has one job:
 - ``pushes``: push rounds (changed aggregates to the peers taking them);
 - ``backpressure``: stop reading while the workers are behind;
 - ``counters``: traffic, last hello and error per peer, update rates;
-- ``workers``: the threads that apply updates to the tables.
+- ``workers``: the threads that apply updates to the tables;
+- ``recorder``: the history lines (issue 18), when ``history-file`` is set.
 
 ``Server`` itself owns the sections (``aggregations``), starts and stops the
 parts, runs the periodic timers (session timers, table timers, rate samples)
@@ -32,6 +33,7 @@ from .endpoints import Dialer, Listeners
 from .loop import TURN_BUCKETS, Reactor
 from .peerlink import LinkContext, Outbox
 from .pushes import PushScheduler, TableClear
+from .recorder import Recorder
 from .registry import LinkRegistry
 from .slices import Slicer
 from .status import ClearTable, LoopStats, PeerStatus, SectionStatus, SentTable, Status, TableStatus
@@ -46,6 +48,8 @@ SESSION_TICK = 0.1
 REFRESH_TICK = 0.1
 #: How often the update counters are sampled for the rates.
 RATE_SAMPLE_INTERVAL = 1.0
+#: At stop, how long the history file's writer may take to write what is queued (s).
+HISTORY_CLOSE_TIMEOUT = 10.0
 
 
 class Server:
@@ -82,6 +86,11 @@ class Server:
         self.pushes = PushScheduler(reactor, clock, self.sections, self.registry, self.backpressure.release)
         #: what grows with a table (teaches, parked pushes, clears) runs here, a part per loop turn
         self.slices = Slicer(reactor, clock)
+        #: the history lines' sampling and statistics (None: no ``history-file``)
+        self.recorder: Recorder | None = None
+        if config.global_.history_file:
+            self.recorder = Recorder(config.global_.history_file, reactor, clock, self.sections, self.slices,
+                                     self.workers)
         ctx = LinkContext(clock, self.counters, self.workers, self.backpressure, Outbox(reactor),
                           config.global_.peer_address_check, self.slices)
         self.listeners = Listeners(reactor, ctx, self.registry, tls)
@@ -107,8 +116,11 @@ class Server:
         return section
 
     def start(self) -> None:
-        """Start the workers and the periodic timers; dial the up peers."""
+        """Start the workers, the periodic timers and the history (its tables are served from the
+        file at once); dial the up peers."""
         self.workers.start()
+        if self.recorder is not None:
+            self.recorder.start()
         self.reactor.call_later(SESSION_TICK, self._session_tick)
         self.reactor.call_later(REFRESH_TICK, self._refresh_tick)
         self._sample_rates()
@@ -120,6 +132,8 @@ class Server:
         self.dialer.stop()
         self.listeners.close()
         self.registry.abort_all()
+        if self.recorder is not None:
+            self.recorder.close(HISTORY_CLOSE_TIMEOUT)
         self.workers.stop()
 
     # -- timers -------------------------------------------------------------------------
@@ -160,7 +174,7 @@ class Server:
         counters = self.counters
         return Status(tuple(self._section_status(s) for s in self.sections), os.getpid(), self.started_at,
                       self.started_wall, counters.updates_in, counters.updates_out, counters.rates(),
-                      self._loop_stats())
+                      self._loop_stats(), self.recorder.status() if self.recorder is not None else None)
 
     def _loop_stats(self) -> LoopStats:
         turns = self.reactor.turn_stats

@@ -177,6 +177,42 @@ class LoopStats:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryLineStatus:
+    """One ``history`` line at work: its settings, and what its sampling and statistics did."""
+
+    section: str
+    source: str  #: the source suffix (``.aggr``)
+    target: str  #: the history tables' suffix (``.yday``)
+    stat: str
+    window_ms: int
+    offset_ms: int
+    resolution_ms: int
+    retention: int  #: buckets kept (the longest ``offset + window`` of its series, and one)
+    buckets: int  #: buckets sampled (shared with the lines of the same source and resolution)
+    buckets_skipped: int  #: buckets not sampled (the previous one was still being sampled)
+    samples: int  #: samples written
+    computed: int  #: statistics computations done
+    computed_skipped: int  #: computations skipped (the previous one was not done)
+    last_keys: int  #: keys the last computation gave
+    last_seconds: float  #: how long it took
+    #: ``read(source table, key)``: that key's stored samples ``(bucket, values)``, oldest first
+    read: typing.Callable[[bytes, bytes], list] = field(compare=False, repr=False, default=lambda t, k: [])
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryStatus:
+    """The history file and its lines."""
+
+    path: str
+    lines: tuple[HistoryLineStatus, ...]
+    errors: int  #: the file's failed operations
+    last_error: str
+
+    def line(self, section: str, target: str) -> HistoryLineStatus | None:
+        return next((line for line in self.lines if line.section == section and line.target == target), None)
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     """The whole process at one moment (see the module docstring)."""
 
@@ -189,6 +225,7 @@ class Status:
     #: updates received and pushed per second, over the last second and minute (None: not yet known)
     rates: Mapping[str, int | None] = field(default_factory=lambda: MappingProxyType({}))
     loop: LoopStats = field(default_factory=lambda: LoopStats())  #: the event loop's own figures
+    history: HistoryStatus | None = None  #: the history lines (None: no ``history-file``)
 
     def section(self, name: str) -> SectionStatus | None:
         return next((s for s in self.sections if s.name == name), None)

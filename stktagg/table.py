@@ -66,6 +66,16 @@ _NO_SERVER = object()
 class TableMode(enum.Enum):
     AGGREGATE = "aggregate"  #: sum the down peers' entries (the ``from`` rule)
     FORWARD = "forward"  #: latest entry from any up peer wins (the ``forward`` rule)
+    #: a ``history`` line's statistics (issue 18): one record per key, written by the
+    #: history sampler under ``HISTORY_PEER``; its rates hold their value (``_steady_locked``)
+    HISTORY = "history"
+
+
+#: A history table's rates are pushed again this long before their period ends (``_steady_locked``).
+REPUSH_EARLY = 3 * TIMER_SLICE
+#: The peer index a history table's records are written under (no peer has it: a
+#: section's peers are numbered from 0, far below).
+HISTORY_PEER = (1 << 16) - 1
 
 
 class Layout:
@@ -200,7 +210,7 @@ class Stripe:
 
 
 class AggTable:
-    """An output table: an aggregate of down peers' tables, or a forwarded table."""
+    """An output table: an aggregate of down peers' tables, a forwarded table, or a history table."""
 
     def __init__(self, definition: TableDefinition, mode: TableMode, *, stripes: int = STRIPES,
                  max_entries: int = MAX_ENTRIES) -> None:
@@ -214,6 +224,8 @@ class AggTable:
         #: its own: the table's expire, or for a table without one (HAProxy then
         #: never expires its entries) the longest a timed update can say.
         self.lifetime_ms = self.expire_ms or NO_EXPIRE_LIFETIME
+        if mode is TableMode.HISTORY:  # each entry gets its own life (the sampler's), whatever the expire
+            self.lifetime_ms = NO_EXPIRE_LIFETIME
         self.stripes = [Stripe() for _ in range(stripes)]
         self._per_stripe_max = max(1, max_entries // stripes)
         self._bucket_ms = max(TIMER_SLICE, self.expire_ms // EXPIRY_BUCKETS)
@@ -486,6 +498,15 @@ class AggTable:
                 forget(key, None)  # pushed now: not again as due
         return keys
 
+    def forget_pending(self) -> None:
+        """Drop every stripe's dirty and due keys unpushed: a history table no peer takes
+        (``pushes``). Their timers stay: a key due again later is dropped again, or pushed."""
+        for stripe in self.stripes:
+            if stripe.dirty or stripe.due:
+                with stripe.lock:
+                    stripe.dirty = {}
+                    stripe.due = {}
+
     def _aggregate_locked(self, stripe: Stripe, key: bytes, arr: array, now: int) -> tuple[tuple, int] | None:
         size = self.layout.record
         fast = self.layout.fast_combine
@@ -502,7 +523,12 @@ class AggTable:
         if not live:
             arr[0] = 0
             return None
-        if self.mode is TableMode.FORWARD:
+        if self.mode is TableMode.HISTORY:
+            at = live[0]
+            rate_due = self._steady_locked(arr, at, now)
+            values = self.layout.unpack(arr, at, now, stripe.server_keys, (key, HISTORY_PEER))
+            expire_at = next_expiry = arr[at] & EXPIRE_MASK
+        elif self.mode is TableMode.FORWARD:
             newest = max(live, key=lambda at: arr[at + 1])
             values = self.layout.unpack(arr, newest, now, stripe.server_keys, (key, arr[newest] >> PEER_SHIFT))
             expire_at, rate_due = arr[newest] & EXPIRE_MASK, 0
@@ -514,6 +540,33 @@ class AggTable:
         deadline = next_expiry if not rate_due or next_expiry < rate_due else rate_due
         self._schedule_locked(stripe, key, arr, deadline)
         return values, expire_at
+
+    def _steady_locked(self, arr: array, at: int, now: int) -> int:
+        """Bring a history record's rates to the period holding ``now``, their value unchanged;
+        returns the end of the earliest such period (0: no rate), when they are pushed again.
+
+        A history rate is a statistic, not a count that decays: it is kept as
+        (start, curr = the statistic, prev = 0), which HAProxy reads as the
+        statistic until ``start + period``; after that HAProxy would read it
+        decaying. So the key is pushed again ``REPUSH_EARLY`` before that
+        (``_aggregate_locked`` schedules it; the timers' slices and the
+        refresh tick may delay it by up to 200 ms), its period starting anew:
+        the node always holds a period that has not ended.
+        """
+        due = 0
+        for slot, count, width, std, _, period, _ in self.layout.columns:
+            if std is not StdType.FRQP or not period:
+                continue
+            early = min(REPUSH_EARLY, period // 4)
+            for i in range(count):
+                p = at + slot + i * width
+                start = arr[p]
+                if now - start >= period - early:
+                    arr[p] = start = now
+                    arr[p + 2] = 0
+                if arr[p + 1] and (not due or start + period - early < due):
+                    due = start + period - early
+        return due
 
     def _schedule_locked(self, stripe: Stripe, key: bytes, arr: array, deadline: int) -> None:
         filed, arr[0] = arr[0], deadline
@@ -571,6 +624,14 @@ class AggTable:
         live = [at for at in range(1, len(arr), size) if arr[at] & EXPIRE_MASK > now]
         if not live:
             return key, None, 0, peers
+        if self.mode is TableMode.HISTORY:
+            # Its rates' next push is scheduled here too: a table sent whole to a peer that just
+            # declared it (``PeerLink.send_whole``) is read this way, not through take_dirty.
+            due = self._steady_locked(arr, live[0], now)
+            if due:
+                self._schedule_locked(stripe, key, arr, min(due, arr[live[0]] & EXPIRE_MASK))
+            values = self.layout.unpack(arr, live[0], now, stripe.server_keys, (key, HISTORY_PEER))
+            return key, values, arr[live[0]] & EXPIRE_MASK, {}  # no peer's entry: the statistic is ours
         if self.mode is TableMode.FORWARD:
             newest = max(live, key=lambda at: arr[at + 1])
             return key, peers[arr[newest] >> PEER_SHIFT][0], arr[newest] & EXPIRE_MASK, peers

@@ -16,10 +16,13 @@ The YAML form keeps the file's sections, keywords and comments::
           - A 192.0.2.11:10000      # node A
           - AGGR 192.0.2.50:10000 local
         from: .local to .aggr
+        history:
+          - .aggr to .yday stat avg window 1h offset 1d
 
-Each line of a section becomes its keyword, mapping to the rest of the line;
-the keywords a section may repeat (``peer``, ``stats socket``, ``log``) map
-to a list, in file order. A keyword that takes no argument maps to ``true``.
+Each line of a section becomes its keyword, mapping to the rest of the line
+(``history-file: /var/lib/hapee-stktagg/history.db`` under ``global``); the
+keywords a section may repeat (``peer``, ``stats socket``, ``log``,
+``history``) map to a list, in file order. A keyword that takes no argument maps to ``true``.
 A comment line goes with the line after it, an end-of-line comment with its
 line. Both directions check that the result parses to the same
 configuration (``config.strip_positions`` equality).
@@ -34,7 +37,7 @@ from .config import Config, Token, parse, quote_word, strip_positions, tokenize
 from .errors import ConfigError
 
 #: Keywords whose lines may repeat: a YAML list.
-REPEATABLE = {"peer", "stats socket", "log"}
+REPEATABLE = {"peer", "stats socket", "log", "history"}
 
 
 def _ruamel():

@@ -26,6 +26,8 @@ from stktagg.config import (
     Aggregations,
     Config,
     FromRule,
+    GlobalSection,
+    HistoryLine,
     Peer,
     PeerRole,
     Position,
@@ -44,10 +46,15 @@ DATA = Path(__file__).parent / "data" / "config"
 VALID = sorted((DATA / "valid").glob("*.cfg"))
 INVALID = sorted((DATA / "invalid").glob("*.cfg"))
 HERE = Position("<string>", 1, 1)
+#: How far back a history line may look (window + offset, ms): 400 days.
+MAX_LOOK_BACK = 400 * 86_400_000
+#: Fields newer than the data files (issue 18): left out at their default, so the files need not
+#: spell them out; a file that uses them holds them.
+NEWER_FIELDS = frozenset({"history_file", "history"})
 
 
 def to_jsonable(value: Any) -> Any:
-    """The model as plain JSON data, without positions."""
+    """The model as plain JSON data, without positions (nor NEWER_FIELDS at their default)."""
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, tuple):
@@ -58,6 +65,7 @@ def to_jsonable(value: Any) -> Any:
             for f in dataclasses.fields(value)
             if not f.name.endswith("position")
             and not (f.name == "path" and isinstance(value, Config))
+            and not (f.name in NEWER_FIELDS and getattr(value, f.name) == f.default)
         }
     return value
 
@@ -536,6 +544,7 @@ VOCABULARY = [
     "down", "group", "ssl", "crt", "ca-file", "verify", "none", "required", "cpu-map",
     "source", "stats", "socket", "log", "pidfile", "user", "mode", "level", "admin",
     "accept-no-suffix", ".local", ".aggr", ".a,.b", "0-3", "1,2", "127.0.0.1:1",
+    "history", "history-file", "stat", "window", "offset", "avg", "p90", "1h", "90s", "1500",
     "[::1]:2", "::1:3", "1.2.3.4", "/tmp/x", "unix@x", "stderr", "daemon", "info",
     " ", " ", "\t", "\n", "\n", "\\\n", "#", '"', "'", "\\", ",", ":", ".", "-", "x", "0",
     "\x00", "é", "\r",
@@ -624,8 +633,24 @@ def sections(draw: st.DrawFn, name: str) -> Aggregations:
     others = st.lists(suffixes.filter(lambda s: s != to), max_size=3, unique=True)
     sources = tuple(draw(others))
     accept = bool(sources) and draw(st.booleans())
-    return Aggregations(name, members, FromRule(sources, to, accept, HERE),
-                        tuple(draw(others)), HERE)
+    forward = tuple(draw(others))
+    taken = {to, *sources, *forward}
+    targets = draw(st.lists(suffixes.filter(lambda s: s not in taken), max_size=2, unique=True))
+    return Aggregations(name, members, FromRule(sources, to, accept, HERE), forward, HERE,
+                        history=tuple(draw(history_lines(to, target)) for target in targets))
+
+
+stats = st.sampled_from(["avg", "max", "min"]) | st.integers(1, 100).map(lambda n: f"p{n}")
+# Times of every unit: whole days, hours... and odd milliseconds.
+times = st.sampled_from([1, 1000, 60_000, 3_600_000, 86_400_000]).flatmap(
+    lambda unit: st.integers(1, MAX_LOOK_BACK // unit).map(lambda n: n * unit))
+
+
+@st.composite
+def history_lines(draw: st.DrawFn, source: str, target: str) -> HistoryLine:
+    window = draw(times)
+    offset = draw(st.just(0) | times.filter(lambda t: t <= MAX_LOOK_BACK - window))
+    return HistoryLine(source, target, draw(stats), window, offset, HERE)
 
 
 @st.composite
@@ -643,12 +668,16 @@ def configs(draw: st.DrawFn) -> Config:
                      st.sampled_from(cfg.SYSLOG_FACILITIES), levels, st.none(), st.just(HERE))
     cpus = draw(st.none() | st.lists(st.integers(0, cfg.MAX_CPU), min_size=1, max_size=6)
                 .map(lambda c: tuple(sorted(set(c)))))
+    aggregations = tuple(draw(sections(n)) for n in section_names)
+    needed = any(section.history for section in aggregations)
+    history_file = draw(paths if needed else st.none() | paths)
     global_ = cfg.GlobalSection(
         cpus, HERE if cpus else None, draw(st.none() | st.builds(Address, hosts,
                                                                  st.integers(0, 65535))),
         tuple(draw(st.lists(sockets, max_size=2))), tuple(draw(st.lists(logs, max_size=2))),
-        draw(st.none() | paths), draw(st.none() | names), draw(st.none() | names))
-    return Config("<string>", global_, tuple(draw(sections(n)) for n in section_names))
+        draw(st.none() | paths), draw(st.none() | names), draw(st.none() | names),
+        history_file=history_file, history_file_position=history_file and HERE)
+    return Config("<string>", global_, aggregations)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -658,12 +687,287 @@ def test_dump_parse_round_trip_of_generated_models(config: Config) -> None:
 
 
 # --------------------------------------------------------------------------
+# History lines (issue 18): "history-file" in global, "history" in a section
+# --------------------------------------------------------------------------
+
+HISTORY_BASE = (
+    "global\n"
+    "    history-file /var/lib/stktagg/history.db\n"
+    "aggregations agg\n"
+    "    peer A 127.0.0.1:1 local\n"
+    "    from .local,.cpu to .aggr\n"
+    "    forward .l2\n"
+)  # a history line added to it is line 7, its keyword at column 5
+
+
+def error_of(text: str) -> str:
+    """The ``path:line:col: message`` of parsing *text* (which must fail)."""
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    error = info.value
+    assert f"{error.path}:{error.lineno}:{error.colno}: {error.msg}" == str(error)
+    return str(error)
+
+
+def history_of(*lines: str) -> tuple[HistoryLine, ...]:
+    """The history lines parsed from HISTORY_BASE and *lines* (indented 4)."""
+    text = HISTORY_BASE + "".join(f"    {line}\n" for line in lines)
+    return parse(text, "h.cfg").aggregations[0].history
+
+
+def test_history_lines_model_and_positions() -> None:
+    config = parse(HISTORY_BASE + "    history .aggr to .yday stat avg window 1h offset 1d\n"
+                   "    history .aggr to .peak stat max window 90s\n"
+                   "      history   .aggr  to  .p90  stat  p90  window  1500ms  offset 0\n", "h.cfg")
+    assert config.global_.history_file == "/var/lib/stktagg/history.db"
+    assert config.global_.history_file_position == Position("h.cfg", 2, 18)
+    assert config.aggregations[0].history == (
+        HistoryLine(".aggr", ".yday", "avg", 3_600_000, 86_400_000, Position("h.cfg", 7, 5)),
+        HistoryLine(".aggr", ".peak", "max", 90_000, 0, Position("h.cfg", 8, 5)),
+        HistoryLine(".aggr", ".p90", "p90", 1500, 0, Position("h.cfg", 9, 7)),
+    )
+
+
+def test_history_defaults_without_the_directives() -> None:
+    config = parse("aggregations A\n peer A 127.0.0.1:1 local\n from any to .b\n")
+    assert config.aggregations[0].history == ()
+    assert config.global_.history_file is None and config.global_.history_file_position is None
+    assert history_of() == ()
+
+
+def test_history_offset_defaults_to_zero() -> None:
+    (line,) = history_of("history .aggr to .now stat min window 10m")
+    assert (line.window_ms, line.offset_ms) == (600_000, 0)
+
+
+@pytest.mark.parametrize("text, ms", [
+    ("1500", 1500), ("1500ms", 1500), ("1ms", 1), ("90s", 90_000), ("5m", 300_000), ("2h", 7_200_000),
+    ("1d", 86_400_000), ("010s", 10_000), ("400d", MAX_LOOK_BACK), ("34560000000ms", MAX_LOOK_BACK),
+])
+def test_history_time_units(text: str, ms: int) -> None:
+    (line,) = history_of(f"history .aggr to .h stat avg window {text}")
+    assert line.window_ms == ms
+    if ms < MAX_LOOK_BACK:  # the same words as an offset (window + offset is at most 400d)
+        (line,) = history_of(f"history .aggr to .h stat avg window 1ms offset {text}")
+        assert line.offset_ms == ms
+
+
+@pytest.mark.parametrize("text", ["0", "0ms", "0s", "0d", "000"])
+def test_history_offset_may_be_zero(text: str) -> None:
+    (line,) = history_of(f"history .aggr to .h stat avg window 1h offset {text}")
+    assert line.offset_ms == 0
+
+
+@pytest.mark.parametrize("stat", ["avg", "max", "min", "p1", "p9", "p50", "p90", "p99", "p100"])
+def test_history_statistics_are_kept_as_written(stat: str) -> None:
+    (line,) = history_of(f"history .aggr to .h stat {stat} window 1h")
+    assert line.stat == stat
+
+
+def test_history_lines_may_come_before_from_and_with_from_any() -> None:
+    text = ("aggregations agg\n    history .out to .y stat avg window 1h\n    peer A 127.0.0.1:1 local\n"
+            "    from any to .out\n    history .out to .z stat max window 1h\n"
+            "global\n    history-file h.db\n")  # the global section may even come last
+    section = parse(text).aggregations[0]
+    assert [(line.source, line.target) for line in section.history] == [(".out", ".y"), (".out", ".z")]
+
+
+def test_history_in_two_sections_may_reuse_a_suffix() -> None:
+    text = HISTORY_BASE + "    history .aggr to .y stat avg window 1h\n" + (
+        "aggregations other\n    peer B 127.0.0.1:2 local\n    from .x to .aggr\n"
+        "    history .aggr to .y stat avg window 1h\n")
+    assert [len(section.history) for section in parse(text).aggregations] == [1, 1]
+
+
+def test_history_dump_text() -> None:
+    config = parse(HISTORY_BASE + "    history .aggr to .yday stat avg window 1h offset 1d\n"
+                   "    history .aggr to .peak stat p90 window 90000 offset 0s\n"
+                   "    history .aggr to .odd stat min window 1500 offset 61s\n")
+    assert dump(config) == (
+        "global\n"
+        "    history-file /var/lib/stktagg/history.db\n"
+        "\n"
+        "aggregations agg\n"
+        "    peer A 127.0.0.1:1 local\n"
+        "    from .local,.cpu to .aggr\n"
+        "    forward .l2\n"
+        "    history .aggr to .yday stat avg window 1h offset 1d\n"
+        "    history .aggr to .peak stat p90 window 90s\n"
+        "    history .aggr to .odd stat min window 1500ms offset 61s\n")
+    assert strip_positions(parse(dump(config))) == strip_positions(config)
+
+
+def test_history_file_dump_quotes_its_path() -> None:
+    config = parse('global\n    history-file "/var/lib/my stktagg/h.db"\n'
+                   "aggregations A\n    peer A 127.0.0.1:1 local\n    from any to .b\n")
+    assert '    history-file "/var/lib/my stktagg/h.db"\n' in dump(config)
+    assert strip_positions(parse(dump(config))) == strip_positions(config)
+
+
+@pytest.mark.parametrize("ms, text", [
+    (1, "1ms"), (1500, "1500ms"), (1000, "1s"), (90_000, "90s"), (60_000, "1m"), (5_400_000, "90m"),
+    (3_600_000, "1h"), (90_000_000, "25h"), (86_400_000, "1d"), (MAX_LOOK_BACK, "400d"), (0, "0"),
+])
+def test_format_time(ms: int, text: str) -> None:
+    from stktagg.config._model import format_time
+
+    assert format_time(ms) == text
+
+
+@pytest.mark.parametrize("line, col, message", [
+    # missing words and values (reported at the word that needs them)
+    ("history", 5, "'history' needs the output suffix of the 'from' line, like .aggr"),
+    ("history .aggr", 5, "'history' needs 'to' and a history suffix after '.aggr'"),
+    ("history .aggr into .y stat avg window 1h", 19, "expected 'to', found 'into'"),
+    ("history .aggr to", 19, "'to' needs a history suffix like .yday"),
+    ("history .aggr to .y", 5, "'history' needs 'stat' and a statistic after '.y'"),
+    ("history .aggr to .y avg window 1h", 25, "expected 'stat', found 'avg'"),
+    ("history .aggr to .y stat", 25, "'stat' needs a statistic: avg, max, min or p1..p100"),
+    ("history .aggr to .y stat avg", 5, "'history' needs 'window' and a time after 'avg'"),
+    ("history .aggr to .y stat avg 1h", 34, "expected 'window', found '1h'"),
+    ("history .aggr to .y stat avg offset 1d window 1h", 34, "expected 'window', found 'offset'"),
+    ("history .aggr to .y stat avg window", 34, "'window' needs a time like 1h"),
+    ("history .aggr to .y stat avg window ''", 41, "'window' needs a time like 1h, not an empty word"),
+    ("history .aggr to .y stat avg window 1h offset", 44, "'offset' needs a time like 1d"),
+    # trailing words
+    ("history .aggr to .y stat avg window 1h ofset 1d", 44,
+     "unexpected extra argument 'ofset' to 'history' (expected 'offset' and a time, or the end of the line)"),
+    ("history .aggr to .y stat avg window 1h offset 1d 2d", 54, "unexpected extra argument '2d' to 'history'"),
+    # statistics
+    ("history .aggr to .y stat mean window 1h", 30, "unknown statistic 'mean' (expected avg, max, min or p1..p100)"),
+    ("history .aggr to .y stat p0 window 1h", 30, "unknown statistic 'p0' (expected avg, max, min or p1..p100)"),
+    ("history .aggr to .y stat p101 window 1h", 30, "unknown statistic 'p101' (expected avg, max, min or p1..p100)"),
+    ("history .aggr to .y stat p09 window 1h", 30, "unknown statistic 'p09' (expected avg, max, min or p1..p100)"),
+    ("history .aggr to .y stat P90 window 1h", 30, "unknown statistic 'P90' (expected avg, max, min or p1..p100)"),
+    ("history .aggr to .y stat p window 1h", 30, "unknown statistic 'p' (expected avg, max, min or p1..p100)"),
+    ("history .aggr to .y stat AVG window 1h", 30, "unknown statistic 'AVG' (expected avg, max, min or p1..p100)"),
+    # windows
+    ("history .aggr to .y stat avg window 0", 41, "'window' expects a time from 1ms to 400d, not '0'"),
+    ("history .aggr to .y stat avg window 0s", 41, "'window' expects a time from 1ms to 400d, not '0s'"),
+    ("history .aggr to .y stat avg window 401d", 41, "'window' expects a time from 1ms to 400d, not '401d'"),
+    ("history .aggr to .y stat avg window 34560000001", 41,
+     "'window' expects a time from 1ms to 400d, not '34560000001'"),
+    ("history .aggr to .y stat avg window " + "9" * 5000, 41,
+     f"'window' expects a time from 1ms to 400d, not '{'9' * 5000}'"),
+    ("history .aggr to .y stat avg window 1x", 41, "invalid time '1x' for 'window' (expected a whole number and "
+     "an optional unit ms, s, m, h or d (none: ms), like 90s or 1h)"),
+    ("history .aggr to .y stat avg window 1.5s", 41, "invalid time '1.5s' for 'window' (expected a whole number "
+     "and an optional unit ms, s, m, h or d (none: ms), like 90s or 1h)"),
+    ("history .aggr to .y stat avg window -1s", 41, "invalid time '-1s' for 'window' (expected a whole number "
+     "and an optional unit ms, s, m, h or d (none: ms), like 90s or 1h)"),
+    ("history .aggr to .y stat avg window 10us", 41, "invalid time '10us' for 'window' (expected a whole number "
+     "and an optional unit ms, s, m, h or d (none: ms), like 90s or 1h)"),
+    ("history .aggr to .y stat avg window 1H", 41, "invalid time '1H' for 'window' (expected a whole number "
+     "and an optional unit ms, s, m, h or d (none: ms), like 90s or 1h)"),
+    ("history .aggr to .y stat avg window 1sm", 41, "invalid time '1sm' for 'window' (expected a whole number "
+     "and an optional unit ms, s, m, h or d (none: ms), like 90s or 1h)"),
+    ("history .aggr to .y stat avg window h", 41, "invalid time 'h' for 'window' (expected a whole number "
+     "and an optional unit ms, s, m, h or d (none: ms), like 90s or 1h)"),
+    ("history .aggr to .y stat avg window ١s", 41, "invalid time '١s' for 'window' (expected a whole number "
+     "and an optional unit ms, s, m, h or d (none: ms), like 90s or 1h)"),
+    # offsets
+    ("history .aggr to .y stat avg window 1h offset 1y", 51, "invalid time '1y' for 'offset' (expected a whole "
+     "number and an optional unit ms, s, m, h or d (none: ms), like 90s or 1h)"),
+    ("history .aggr to .y stat avg window 1h offset -1d", 51, "invalid time '-1d' for 'offset' (expected a whole "
+     "number and an optional unit ms, s, m, h or d (none: ms), like 90s or 1h)"),
+    ("history .aggr to .y stat avg window 1h offset 401d", 51, "'offset' expects a time from 0 to 400d, not '401d'"),
+    ("history .aggr to .y stat avg window 1h offset 400d", 51,
+     "'window 1h' and 'offset 400d' look back over 400d (window + offset is at most 400d)"),
+    ("history .aggr to .y stat avg window 200d offset 4800h1", 53, "invalid time '4800h1' for 'offset' (expected "
+     "a whole number and an optional unit ms, s, m, h or d (none: ms), like 90s or 1h)"),
+    ("history .aggr to .y stat avg window 200d offset 4801h", 53,
+     "'window 200d' and 'offset 4801h' look back over 400d (window + offset is at most 400d)"),
+    # suffixes that are not suffixes (the checks of 'from')
+    ("history aggr to .y stat avg window 1h", 13,
+     "invalid suffix 'aggr': a suffix is a '.' followed by at least one character, like .local"),
+    ("history . to .y stat avg window 1h", 13,
+     "invalid suffix '.': a suffix is a '.' followed by at least one character, like .local"),
+    ("history .aggr,.cpu to .y stat avg window 1h", 13,
+     "invalid suffix '.aggr,.cpu': a single suffix is expected here, not a list"),
+    ("history .aggr to .y.z stat avg window 1h", 22,
+     "invalid suffix '.y.z': a suffix has a single '.' (a table's suffix starts at its last '.')"),
+    ("history .aggr to 'y d' stat avg window 1h", 22,
+     "invalid suffix 'y d': a suffix is a '.' followed by at least one character, like .local"),
+    ("history .aggr to '.y d' stat avg window 1h", 22, "invalid suffix '.y d': whitespace is not allowed"),
+    # the source is the section's output, the target no other suffix of the section
+    ("history .local to .y stat avg window 1h", 13, "history source '.local' is not the output suffix of the "
+     "'from' line (line 5): expected '.aggr' (history is kept of the aggregates)"),
+    ("history .l2 to .y stat avg window 1h", 13, "history source '.l2' is not the output suffix of the "
+     "'from' line (line 5): expected '.aggr' (history is kept of the aggregates)"),
+    ("history .yday to .y stat avg window 1h", 13, "history source '.yday' is not the output suffix of the "
+     "'from' line (line 5): expected '.aggr' (history is kept of the aggregates)"),
+    ("history .aggr to .aggr stat avg window 1h", 22,
+     "history suffix '.aggr' is the output suffix of the 'from' line (line 5)"),
+    ("history .aggr to .cpu stat avg window 1h", 22,
+     "history suffix '.cpu' is an input suffix of the 'from' line (line 5)"),
+    ("history .aggr to .local stat avg window 1h", 22,
+     "history suffix '.local' is an input suffix of the 'from' line (line 5)"),
+    ("history .aggr to .l2 stat avg window 1h", 22, "history suffix '.l2' is a 'forward' suffix (line 6)"),
+])
+def test_history_line_errors(line: str, col: int, message: str) -> None:
+    assert error_of(HISTORY_BASE + f"    {line}\n") == f"<string>:7:{col}: {message}"
+
+
+def test_history_duplicate_suffix_is_reported_at_the_second_line() -> None:
+    text = HISTORY_BASE + ("    history .aggr to .yday stat avg window 1h offset 1d\n"
+                           "    history .aggr to .peak stat max window 1h\n"
+                           "    history .aggr to  .yday stat min window 2h\n")
+    assert error_of(text) == "<string>:9:23: duplicate history suffix '.yday' (first at line 7)"
+
+
+def test_history_checks_see_lines_after_them() -> None:
+    # 'from' and 'forward' after the history lines: the suffixes are checked once the section is read
+    text = ("global\n    history-file h.db\naggregations agg\n    history .aggr to .l2 stat avg window 1h\n"
+            "    peer A 127.0.0.1:1 local\n    from any to .aggr\n    forward .l2\n")
+    assert error_of(text) == "<string>:4:22: history suffix '.l2' is a 'forward' suffix (line 7)"
+    text = ("global\n    history-file h.db\naggregations agg\n    history .local to .y stat avg window 1h\n"
+            "    peer A 127.0.0.1:1 local\n    from .local to .aggr\n")
+    assert error_of(text) == ("<string>:4:13: history source '.local' is not the output suffix of the 'from' "
+                              "line (line 6): expected '.aggr' (history is kept of the aggregates)")
+
+
+def test_history_without_history_file() -> None:
+    body = ("aggregations agg\n    peer A 127.0.0.1:1 local\n    from any to .aggr\n"
+            "    history .aggr to .y stat avg window 1h\n    history .aggr to .z stat max window 1h\n")
+    assert error_of(body) == "<string>:4:5: history needs 'history-file' in the global section"
+    assert error_of("global\n    pidfile /run/x.pid\n" + body) == (
+        "<string>:6:5: history needs 'history-file' in the global section")
+    # the first history line of the file, whatever section it is in
+    first_without = "aggregations nohist\n    peer A 127.0.0.1:1 local\n    from any to .aggr\n"
+    assert error_of(first_without + body.replace("agg\n", "agg2\n", 1)) == (
+        "<string>:7:5: history needs 'history-file' in the global section")
+
+
+def test_history_with_shards_is_refused() -> None:
+    text = ("global\n    history-file h.db\naggregations agg\n    peer A.1 127.0.0.1:1 local shard 1\n"
+            "    from any to .aggr\n    history .aggr to .y stat avg window 1h\n"
+            "    history .aggr to .z stat max window 1h\n    shards 1\n")
+    assert error_of(text) == "<string>:6:5: history is not supported with 'shards' yet ('shards 1' at line 8)"
+
+
+@pytest.mark.parametrize("line, message", [
+    ("history-file", "<string>:2:5: 'history-file' needs a path"),
+    ("history-file ''", "<string>:2:18: 'history-file' needs a path, not an empty word"),
+    ("history-file a b", "<string>:2:20: unexpected extra argument 'b' to 'history-file'"),
+    ("history-file a\n    history-file b", "<string>:3:5: duplicate 'history-file' (already set at line 2)"),
+])
+def test_history_file_errors(line: str, message: str) -> None:
+    text = f"global\n    {line}\naggregations A\n    peer A 127.0.0.1:1 local\n    from any to .b\n"
+    assert error_of(text) == message
+
+
+def test_unknown_keywords_name_the_history_directives() -> None:
+    assert "prometheus, history-file)" in error_of("global\n    histroy-file x\n")
+    assert "shards, history)" in error_of("aggregations A\n    histroy .a to .b\n")
+
+
+# --------------------------------------------------------------------------
 # The package (issue 13): one public surface, modules of a readable size
 # --------------------------------------------------------------------------
 
 #: What other modules, tools and tests import from ``stktagg.config``.
 PUBLIC_NAMES = (
-    "Address", "Aggregations", "Config", "ConfigError", "FromRule", "GlobalSection", "LogTarget",
+    "Address", "Aggregations", "Config", "ConfigError", "FromRule", "GlobalSection", "HistoryLine", "LogTarget",
     "Peer", "PeerRole", "Position", "StatsSocket", "Token", "Verify",
     "check_cpus", "check_files", "config_error", "dump", "format_cpu_set", "load", "parse",
     "quote_word", "strip_positions", "table_suffix", "tokenize",

@@ -26,7 +26,7 @@ ALLOWED = {
     "config/_lexer": {"_model"},
     "config/_rules": {"_model", "_lexer"},
     "config/_global_section": {"_model", "_lexer", "_rules"},
-    "config/_aggregations_section": {"_model", "_lexer", "_rules"},
+    "config/_aggregations_section": {"_model", "_lexer", "_rules", "history"},
     "config/_parser": {"errors", "_model", "_lexer", "_global_section", "_aggregations_section"},
     "config/_probes": {"errors", "_model"},
     "config/_dump": {"_model", "_lexer"},
@@ -37,7 +37,7 @@ ALLOWED = {
     "workers": {"table"},
     "status": {"clock", "config", "schema", "session", "table", "wire"},
     "counters": {"session", "status"},
-    "cli": {"clock", "datatypes", "errors", "metrics", "schema", "status", "table"},
+    "cli": {"clock", "datatypes", "errors", "history", "metrics", "schema", "status", "table"},
     "metrics": {"status"},
     "shardproxy": {"cli", "clock", "errors", "loop", "metrics", "transport"},
     "shards": {"config"},
@@ -58,9 +58,11 @@ ALLOWED = {
     "links": {"aggregation", "config", "errors", "peerlink", "session", "transport"},
     "registry": {"counters", "links", "peerlink", "transport"},
     "pushes": {"aggregation", "clock", "loop", "registry", "table", "wire"},
+    "recorder": {"aggregation", "clock", "config", "datatypes", "history", "historystore", "schema", "slices", "status",
+                 "table", "wire", "workers"},
     "endpoints": {"aggregation", "config", "connect", "links", "loop", "peerlink", "tls", "transport"},
     "server": {"aggregation", "backpressure", "clock", "collector", "config", "counters", "endpoints", "loop", "peerlink",
-               "pushes", "registry", "slices", "status", "tls", "workers"},
+               "pushes", "recorder", "registry", "slices", "status", "tls", "workers"},
 }
 #: The top of the stack, which may import anything: the entry points.
 TOP = {"__init__", "__main__", "daemon"}

@@ -88,3 +88,59 @@ def test_command_line_converter(tmp_path):
                             capture_output=True, text=True, timeout=30)
     assert to_cfg.returncode == 0
     assert strip_positions(parse(to_cfg.stdout)) == strip_positions(parse(cfg.read_text()))
+
+
+HISTORY_CFG = """\
+global
+    history-file /var/lib/hapee-stktagg/history.db   # the samples
+aggregations agg
+    peer A 127.0.0.1:1 local
+    from .local to .aggr
+    # yesterday's hourly average
+    history .aggr to .yday stat avg window 1h offset 1d
+    history .aggr to .peak stat p90 window 90s   # the peaks
+"""
+
+
+def test_history_lines_and_file_round_trip_through_yaml():
+    yaml_text = cfg_to_yaml(HISTORY_CFG)
+    assert "  history-file: /var/lib/hapee-stktagg/history.db" in yaml_text
+    assert "    history:\n" in yaml_text
+    assert "      - .aggr to .yday stat avg window 1h offset 1d\n" in yaml_text
+    assert "      - .aggr to .peak stat p90 window 90s" in yaml_text
+    back = parse(yaml_to_cfg(yaml_text))
+    assert strip_positions(back) == strip_positions(parse(HISTORY_CFG))
+    assert [(h.target, h.stat, h.window_ms, h.offset_ms) for h in back.aggregations[0].history] == [
+        (".yday", "avg", 3_600_000, 86_400_000), (".peak", "p90", 90_000, 0)]
+    for comment in ("the samples", "yesterday's hourly average", "the peaks"):
+        assert comment in yaml_text and comment in yaml_to_cfg(yaml_text)
+
+
+def test_history_written_in_yaml(tmp_path):
+    yaml_file = tmp_path / "h.yaml"
+    yaml_file.write_text("global:\n  history-file: h.db\naggregations:\n  agg:\n    peer:\n      - A 127.0.0.1:1 local\n"
+                         "    from: any to .aggr\n    history:\n      - .aggr to .min stat min window 10m\n"
+                         "      - .aggr to .p50 stat p50 window 2h offset 1500\n")
+    config = load_yaml(str(yaml_file))
+    assert config.global_.history_file == "h.db"
+    assert [(h.source, h.target, h.stat, h.window_ms, h.offset_ms) for h in config.aggregations[0].history] == [
+        (".aggr", ".min", "min", 600_000, 0), (".aggr", ".p50", "p50", 7_200_000, 1500)]
+
+
+@pytest.mark.parametrize("history, global_, lineno, fragment", [
+    ("      - .aggr to .a stat avg window 1h\n      - .aggr to .b stat p0 window 1h\n",
+     "global:\n  history-file: h.db\n", 10, "unknown statistic 'p0'"),
+    ("      - .aggr to .a stat avg window 0s\n", "global:\n  history-file: h.db\n", 9,
+     "'window' expects a time from 1ms to 400d, not '0s'"),
+    ("      - .aggr to .a stat avg window 1h\n      - .aggr to .a stat max window 1h\n",
+     "global:\n  history-file: h.db\n", 10, "duplicate history suffix '.a' (first at line"),
+    ("      - .aggr to .a stat avg window 1h\n", "", 7, "history needs 'history-file' in the global section"),
+])
+def test_history_errors_in_a_yaml_file_point_at_its_line(tmp_path, history, global_, lineno, fragment):
+    yaml_file = tmp_path / "bad.yaml"
+    yaml_file.write_text(global_ + "aggregations:\n  agg:\n    peer:\n      - A 127.0.0.1:1 local\n"
+                         "    from: any to .aggr\n    history:\n" + history)
+    with pytest.raises(ConfigError) as error:
+        load_yaml(str(yaml_file))
+    assert (error.value.path, error.value.lineno) == (str(yaml_file), lineno)
+    assert fragment in error.value.msg

@@ -3,19 +3,21 @@
 The public API of the package; everything else in it is private. Laid out
 as CPython's ``tomllib`` is, one job per module, imports only downwards::
 
-    _model                 frozen dataclasses (Config, Peer, ...), config_error,
-                           table_suffix, strip_positions
+    _model                 frozen dataclasses (Config, Peer, HistoryLine, ...),
+                           config_error, table_suffix, format_time, strip_positions
     _lexer                 text -> logical lines of tokens (continuations,
                            quotes, escapes, comments)
-    _rules                 what every grammar rule uses (take a word, options)
+    _rules                 what every grammar rule uses (take a word, options, times)
     _global_section        the ``global`` keywords
     _aggregations_section  the ``aggregations`` keywords and section checks
     _parser                the whole file (and the grammar): parse, load
     _probes                checks that need the system: check_files, check_cpus
     _dump                  the model back to text: dump, quote_word
 
-The package imports nothing from stktagg but ``errors``; it does no I/O
-except in :func:`load` (read the file) and the ``check_*`` probes.
+The package imports nothing from stktagg but ``errors`` and, to check a
+``history`` line's statistic, ``history.parse_stat`` (sans-IO, importing nothing
+of stktagg); it does no I/O except in :func:`load` (read the file) and the
+``check_*`` probes.
 """
 
 from stktagg.errors import ConfigError
@@ -31,6 +33,7 @@ from ._model import (
     Config,
     FromRule,
     GlobalSection,
+    HistoryLine,
     LogTarget,
     Peer,
     PeerRole,
@@ -58,6 +61,7 @@ __all__ = [
     "ConfigError",
     "FromRule",
     "GlobalSection",
+    "HistoryLine",
     "LogTarget",
     "Peer",
     "PeerRole",

@@ -1,14 +1,16 @@
-"""The rules of an ``aggregations`` section: peers, ``from``, ``forward``, ``dynamic-peers``, ``shards``.
+"""The rules of an ``aggregations`` section: peers, ``from``, ``forward``, ``dynamic-peers``, ``shards``, ``history``.
 
 :data:`AGGREGATIONS_RULES` maps each keyword to its rule;
 :func:`parse_aggregations_section` reads one section's lines into an
 :class:`~stktagg.config._model.Aggregations`, with the checks that span
 lines (peer names, one local peer or one per shard, ``from``/``forward``/
 ``dynamic-peers``/``shards`` once, a ``forward`` suffix that is not the
-output, peer ``shard`` numbers). The grammar is in ``_parser``'s header
-comment.
+output, peer ``shard`` numbers, ``history`` lines of the output suffix into
+suffixes of their own, and not with ``shards``). The grammar is in
+``_parser``'s header comment.
 
-Imports ``_model``, ``_lexer`` and ``_rules``.
+Imports ``_model``, ``_lexer``, ``_rules`` and, to check a ``history`` line's
+statistic, ``stktagg.history.parse_stat`` (sans-IO, importing nothing of stktagg).
 """
 
 from __future__ import annotations
@@ -17,17 +19,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from stktagg.history import parse_stat
+
 from ._lexer import Line, Token
 from ._model import (
     GROUP_KEY_PREFIX,
     PEER_ADDRESS_HINT,
+    TIME_UNITS,
     Aggregations,
     FromRule,
+    HistoryLine,
     Peer,
     PeerRole,
     Position,
     Verify,
     config_error,
+    format_time,
 )
 from ._rules import (
     SECTION_KEYWORDS,
@@ -44,7 +51,9 @@ from ._rules import (
     parse_choice,
     parse_count,
     parse_options,
+    parse_time,
     take,
+    take_keyword,
     take_name,
     take_value,
 )
@@ -53,6 +62,8 @@ ROLE_KEYWORDS = frozenset({"local", "up", "down"})
 SSL_OPTIONS = frozenset({"crt", "ca-file", "verify"})
 #: The most key shards a section may have (``shards <n>``).
 MAX_SHARDS = 64
+#: How far back a ``history`` line may look at most: its ``window`` plus its ``offset`` (ms).
+MAX_HISTORY_MS = 400 * TIME_UNITS["d"]
 
 
 def option_group(line: Line, pos: int, keyword: Token) -> tuple[int, str]:
@@ -184,9 +195,7 @@ def parse_from(line: Line, pos: int) -> tuple[int, FromRule]:
     keyword = line[0]
     pos, source = take(line, pos, keyword, "'any' or a suffix list, then 'to' and a suffix")
     suffixes = () if source.text == "any" else parse_suffix_list(source)
-    pos, to = take(line, pos, keyword, f"'to' and an output suffix after '{source.text}'")
-    if to.text != "to":
-        raise config_error(to.at, f"expected 'to', found '{to.text}'")
+    pos, to = take_keyword(line, pos, keyword, "to", f"an output suffix after '{source.text}'")
     pos, target = take(line, pos, to, "an output suffix like .aggr")
     output = parse_suffix(target)
     if output in suffixes:
@@ -248,12 +257,66 @@ def parse_shards(line: Line, pos: int) -> tuple[int, _ShardsDecl]:
     return pos, _ShardsDecl(number_in_range(token, line[0], 1, MAX_SHARDS), line[0].at)
 
 
+@dataclass(frozen=True, slots=True)
+class _HistoryDecl:
+    """A parsed history line, with where its suffixes are (the section's checks report there)."""
+
+    line: HistoryLine
+    source_at: Position
+    target_at: Position
+
+
+def parse_history(line: Line, pos: int) -> tuple[int, _HistoryDecl]:
+    """``history <.from> to <.to> stat <avg|max|min|pNN> window <time> [offset <time>]``.
+
+    The words in this order; the window is over 0, the offset 0 when absent,
+    window + offset at most MAX_HISTORY_MS. Which suffixes are allowed is the
+    section's business (:meth:`_AggregationsState.check_history`).
+    """
+    keyword = line[0]
+    pos, source = take(line, pos, keyword, "the output suffix of the 'from' line, like .aggr")
+    parse_suffix(source)
+    pos, to = take_keyword(line, pos, keyword, "to", f"a history suffix after '{source.text}'")
+    pos, target = take(line, pos, to, "a history suffix like .yday")
+    parse_suffix(target)
+    pos, stat_word = take_keyword(line, pos, keyword, "stat", f"a statistic after '{target.text}'")
+    pos, stat = take(line, pos, stat_word, "a statistic: avg, max, min or p1..p100")
+    try:
+        parse_stat(stat.text)
+    except ValueError as exc:
+        raise config_error(stat.at, str(exc)) from None
+    pos, window_word = take_keyword(line, pos, keyword, "window", f"a time after '{stat.text}'")
+    pos, span = take_value(line, pos, window_word, "a time like 1h")
+    window = parse_time(span, window_word, 1, MAX_HISTORY_MS)
+    pos, offset = parse_history_offset(line, pos, window, span)
+    return pos, _HistoryDecl(HistoryLine(source.text, target.text, stat.text, window, offset, keyword.at),
+                             source.at, target.at)
+
+
+def parse_history_offset(line: Line, pos: int, window: int, span: Token) -> tuple[int, int]:
+    """The optional ``offset <time>`` ending a history line (0 without it)."""
+    if pos >= len(line):
+        return pos, 0
+    word = line[pos]
+    if word.text != "offset":
+        raise config_error(word.at, f"unexpected extra argument '{word.text}' to 'history' "
+                                    "(expected 'offset' and a time, or the end of the line)")
+    pos, back = take_value(line, pos + 1, word, "a time like 1d")
+    offset = parse_time(back, word, 0, MAX_HISTORY_MS)
+    if window + offset > MAX_HISTORY_MS:
+        limit = format_time(MAX_HISTORY_MS)
+        raise config_error(back.at, f"'window {span.text}' and 'offset {back.text}' look back over {limit} "
+                                    f"(window + offset is at most {limit})")
+    return pos, offset
+
+
 AGGREGATIONS_RULES: dict[str, LineRule] = {
     "peer": parse_peer,
     "from": parse_from,
     "forward": parse_forward,
     "dynamic-peers": parse_dynamic_peers,
     "shards": parse_shards,
+    "history": parse_history,
 }
 
 
@@ -269,11 +332,14 @@ class _AggregationsState:
     forward: _ForwardDecl | None = None
     dynamic: _DynamicDecl | None = None
     shards: _ShardsDecl | None = None
+    history: list[_HistoryDecl] = field(default_factory=list)
 
-    def add(self, node: _PeerDecl | FromRule | _ForwardDecl | _DynamicDecl | _ShardsDecl) -> None:
+    def add(self, node: _PeerDecl | FromRule | _ForwardDecl | _DynamicDecl | _ShardsDecl | _HistoryDecl) -> None:
         match node:
             case _PeerDecl():
                 self.add_peer(node)
+            case _HistoryDecl():
+                self.history.append(node)
             case FromRule():
                 check_once("from", self.from_rule, node.position)
                 self.from_rule = node
@@ -346,6 +412,43 @@ class _AggregationsState:
                                f"forward suffix '{self.from_rule.to}' is the output suffix "
                                f"of the 'from' line (line {self.from_rule.position.lineno})")
 
+    def check_history(self, rule: FromRule) -> None:
+        """The history lines against the whole section (``from``, ``forward``, ``shards`` may follow them).
+
+        Lines are checked in file order, so the first offending line is reported.
+        """
+        if not self.history:
+            return
+        if self.shards is not None:
+            raise config_error(self.history[0].line.position,
+                               f"history is not supported with 'shards' yet ('shards {self.shards.count}' "
+                               f"at line {self.shards.position.lineno})")
+        targets: dict[str, Position] = {}
+        for decl in self.history:
+            line = decl.line
+            if line.source != rule.to:
+                raise config_error(decl.source_at, f"history source '{line.source}' is not the output suffix "
+                                                   f"of the 'from' line (line {rule.position.lineno}): "
+                                                   f"expected '{rule.to}' (history is kept of the aggregates)")
+            clash = self.history_clash(line.target, rule, targets)
+            if clash:
+                raise config_error(decl.target_at, clash)
+            targets[line.target] = line.position
+
+    def history_clash(self, target: str, rule: FromRule, targets: Mapping[str, Position]) -> str | None:
+        """Why a history line's suffix clashes with another suffix of the section, or None."""
+        from_line = rule.position.lineno
+        if target == rule.to:
+            return f"history suffix '{target}' is the output suffix of the 'from' line (line {from_line})"
+        if target in rule.suffixes:
+            return f"history suffix '{target}' is an input suffix of the 'from' line (line {from_line})"
+        if self.forward and target in self.forward.suffixes:
+            return (f"history suffix '{target}' is a 'forward' suffix "
+                    f"(line {self.forward.position.lineno})")
+        if target in targets:
+            return f"duplicate history suffix '{target}' (first at line {targets[target].lineno})"
+        return None
+
     def build(self) -> Aggregations:
         where = Position(self.header.at.path, self.header.at.lineno, 1)
         if self.from_rule is None:
@@ -355,11 +458,12 @@ class _AggregationsState:
             raise config_error(where, f"aggregations section '{self.name}' has no local peer "
                                       "(mark this aggregator's peer line with 'local')")
         self.check_peers()
+        self.check_history(self.from_rule)
         forward = self.forward.suffixes if self.forward else ()
         dynamic = self.dynamic.count if self.dynamic else 0
         shards, shards_at = (self.shards.count, self.shards.position) if self.shards else (None, None)
         return Aggregations(self.name, peers, self.from_rule, forward, self.header.at, dynamic,
-                            shards, shards_at)
+                            shards, shards_at, tuple(decl.line for decl in self.history))
 
 
 def check_once(keyword: str, previous: FromRule | _ForwardDecl | _DynamicDecl | _ShardsDecl | None,

@@ -1,7 +1,9 @@
 """The configuration back to text: :func:`dump` renders a :class:`Config` canonically.
 
 One line per model node, in file order, four spaces of indentation, words
-quoted only when the lexer needs it (:func:`quote_word`). ``parse(dump(c))``
+quoted only when the lexer needs it (:func:`quote_word`), times in the
+largest unit that divides them (``format_time``: ``1h``, ``90s``,
+``1500ms``), a ``history`` line's ``offset`` left out when it is 0. ``parse(dump(c))``
 equals ``c`` once both go through
 :func:`~stktagg.config._model.strip_positions`. Imports ``_model`` and, for
 the characters that need quoting, ``_lexer``.
@@ -19,10 +21,12 @@ from ._model import (
     Aggregations,
     Config,
     GlobalSection,
+    HistoryLine,
     Peer,
     PeerRole,
     StatsSocket,
     format_cpu_set,
+    format_time,
 )
 
 # Characters that force dump() to quote a word.
@@ -61,8 +65,8 @@ def dump_global(section: GlobalSection) -> str:
     out += "".join(dump_stats_socket(s) for s in section.stats_sockets)
     out += "".join(_line("log", quote_word(log.target), log.facility, log.level, log.minlevel)
                    for log in section.logs)
-    for keyword, value in (("pidfile", section.pidfile), ("user", section.user),
-                           ("group", section.group)):
+    for keyword, value in (("pidfile", section.pidfile), ("history-file", section.history_file),
+                           ("user", section.user), ("group", section.group)):
         if value is not None:
             out += _line(keyword, quote_word(value))
     for keyword, number in (("max-entries", section.max_entries), ("max-tables", section.max_tables)):
@@ -112,7 +116,15 @@ def dump_aggregations(section: Aggregations) -> str:
         out += _line("forward", quote_word(",".join(section.forward)))
     if section.dynamic_peers:
         out += _line("dynamic-peers", str(section.dynamic_peers))
+    out += "".join(dump_history(line) for line in section.history)
     return out
+
+
+def dump_history(line: HistoryLine) -> str:
+    """Render one ``history`` line (no ``offset`` when it is 0)."""
+    offset = ("offset", format_time(line.offset_ms)) if line.offset_ms else ()
+    return _line("history", quote_word(line.source), "to", quote_word(line.target), "stat", line.stat,
+                 "window", format_time(line.window_ms), *offset)
 
 
 def dump_peer(peer: Peer) -> str:

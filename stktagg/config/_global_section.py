@@ -173,6 +173,11 @@ def parse_pidfile(line: Line, pos: int) -> tuple[int, str]:
     return pos, token.text
 
 
+def parse_history_file(line: Line, pos: int) -> tuple[int, Token]:
+    """``history-file <path>``: the history lines' samples (returned as its token, for its position)."""
+    return take_value(line, pos, line[0], "a path")
+
+
 def parse_id_keyword(line: Line, pos: int) -> tuple[int, str]:
     """``user <name|uid>`` and ``group <name|gid>``."""
     pos, token = take_name(line, pos, line[0], "name or id")
@@ -202,9 +207,10 @@ GLOBAL_RULES: dict[str, LineRule] = {
     "max-tables": parse_count,
     "peer-address-check": parse_flag,
     "prometheus": parse_prometheus,
+    "history-file": parse_history_file,
 }
 GLOBAL_KEYWORDS_HELP = ("cpu-map, source, stats socket, log, pidfile, user, group, max-entries, max-tables, "
-                        "peer-address-check, prometheus")
+                        "peer-address-check, prometheus, history-file")
 
 
 @dataclass
@@ -228,12 +234,14 @@ class _GlobalState:
 
     def build(self) -> GlobalSection:
         cpu_map = self.first.get("cpu-map")
+        history_file: Token | None = self.values.get("history-file")
         return GlobalSection(
             self.values.get("cpu-map"), cpu_map.at if cpu_map else None,
             self.values.get("source"), tuple(self.lists["stats"]), tuple(self.lists["log"]),
             self.values.get("pidfile"), self.values.get("user"), self.values.get("group"),
             self.values.get("max-entries"), self.values.get("max-tables"),
-            bool(self.values.get("peer-address-check")), self.values.get("prometheus"))
+            bool(self.values.get("peer-address-check")), self.values.get("prometheus"),
+            history_file.text if history_file else None, history_file.at if history_file else None)
 
 
 def parse_global_section(lines: tuple[Line, ...], pos: int) -> tuple[int, GlobalSection]:

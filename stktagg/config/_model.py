@@ -2,13 +2,14 @@
 
 What a parsed configuration file is: :class:`Config` holds one
 :class:`GlobalSection` and one or more :class:`Aggregations` sections, made
-of :class:`Peer`, :class:`FromRule`, :class:`StatsSocket`, :class:`LogTarget`
-and :class:`Address` values. Every node is immutable and keeps the
+of :class:`Peer`, :class:`FromRule`, :class:`HistoryLine`, :class:`StatsSocket`,
+:class:`LogTarget` and :class:`Address` values. Every node is immutable and keeps the
 :class:`Position` it was written at, so later checks (``_probes``) can
 report at the right line and column. Also here, because every other part of
 the package needs them: :func:`config_error`, the one place a
 :class:`~stktagg.errors.ConfigError` is made; :func:`table_suffix`, the one
-definition of a table name's suffix; and :func:`strip_positions`.
+definition of a table name's suffix; :func:`format_time`, the one spelling
+of a time (HAProxy's units, :data:`TIME_UNITS`); and :func:`strip_positions`.
 
 Imports nothing from stktagg but ``errors``; no I/O.
 """
@@ -32,6 +33,8 @@ GROUP_KEY_PREFIX = "peer:"
 SOCKET_PATH_PREFIXES = ("/", "./", "unix@")
 
 PEER_ADDRESS_HINT = "like 192.0.2.1:10000 or [2001:db8::1]:10000"
+#: HAProxy's time units and their length in ms, largest first; a bare number is ms.
+TIME_UNITS = {"d": 86_400_000, "h": 3_600_000, "m": 60_000, "s": 1_000, "ms": 1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +218,29 @@ class FromRule:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryLine:
+    """A ``history`` line: keep the statistic of the ``source`` aggregates in ``target`` tables.
+
+    ``history .aggr to .yday stat avg window 1h offset 1d``: the ``.yday`` table
+    of each ``.aggr`` table holds, per key, the statistic of its aggregate over
+    ``[now - offset - window, now - offset]`` (see ``stktagg.history``).
+    ``position`` is the ``history`` keyword's.
+    """
+
+    #: the suffix of the aggregates: the section's ``from ... to`` suffix (".aggr")
+    source: str
+    #: the suffix of the history tables (".yday"), no other suffix of the section
+    target: str
+    #: "avg", "max", "min" or "pNN" (1..100), as written (``history.parse_stat``)
+    stat: str
+    #: the length of the window, in ms (> 0)
+    window_ms: int
+    #: how far back the window ends, in ms (0: now)
+    offset_ms: int
+    position: Position
+
+
+@dataclass(frozen=True, slots=True)
 class StatsSocket:
     """A ``stats socket`` line: exactly one of ``path`` and ``address`` is set.
 
@@ -261,6 +287,10 @@ class GlobalSection:
     peer_address_check: bool = False
     #: where to serve Prometheus metrics over HTTP (``prometheus <ip:port>``)
     prometheus: Address | None = None
+    #: the file the ``history`` lines keep their samples in (``history-file <path>``)
+    history_file: str | None = None
+    #: where the ``history-file`` path word is (None without it)
+    history_file_position: Position | None = None
 
 
 EMPTY_GLOBAL = GlobalSection(None, None, None, (), (), None, None, None)
@@ -281,6 +311,8 @@ class Aggregations:
     shards: int | None = None
     #: where the ``shards`` keyword is (None without it)
     shards_position: Position | None = None
+    #: the ``history`` lines, in file order
+    history: tuple[HistoryLine, ...] = ()
 
     @property
     def local_peer(self) -> Peer:
@@ -362,6 +394,14 @@ def format_cpu_set(cpus: Iterable[int]) -> str:
         else:
             ranges.append([cpu, cpu])
     return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in ranges)
+
+
+def format_time(ms: int) -> str:
+    """Render a time in the largest unit that divides it: 3600000 -> "1h", 1500 -> "1500ms", 0 -> "0"."""
+    if ms == 0:
+        return "0"
+    unit, size = next((u, n) for u, n in TIME_UNITS.items() if ms % n == 0)
+    return f"{ms // size}{unit}"
 
 
 _T = TypeVar("_T")

@@ -7,7 +7,8 @@ line (``_rules``, ``_global_section``, ``_aggregations_section``), and
 every failure goes through :func:`~stktagg.config._model.config_error`,
 which builds a :class:`~stktagg.errors.ConfigError` rendered
 ``file:line:col: message`` (1-based line and column of the offending
-token). The result is the immutable model of ``_model``.
+token). The result is the immutable model of ``_model``. The checks that
+span sections are here: a ``history`` line needs the global ``history-file``.
 
 This module does no I/O except in :func:`load` (read the file).
 """
@@ -16,7 +17,8 @@ This module does no I/O except in :func:`load` (read the file).
 # -----------------------------------------------------------------------
 #   config        = { global-section | aggregations-section }
 #                   (at most one global section, at least one aggregations;
-#                   a line before the first section is an error)
+#                   a line before the first section is an error; "history" lines
+#                   need "history-file")
 #   global-section = "global" { global-line }
 #   global-line   = "cpu-map" CPUSET                         (once)
 #                 | "source" ADDRESS                         (once; port optional)
@@ -25,6 +27,7 @@ This module does no I/O except in :func:`load` (read the file).
 #                 | "pidfile" PATH | "user" NAME | "group" NAME  (once each)
 #                 | "max-entries" N | "max-tables" N | "peer-address-check"
 #                 | "prometheus" ADDRESS                      (once each; port required)
+#                 | "history-file" PATH                       (once; needed by "history")
 #   stats-option  = "mode" OCTAL | "user" NAME | "group" NAME
 #                 | "level" ( "user" | "operator" | "admin" )
 #                   (any order, each at most once)
@@ -44,6 +47,11 @@ This module does no I/O except in :func:`load` (read the file).
 #                 | "forward" SUFFIX-LIST             (once; not the "to" suffix)
 #                 | "dynamic-peers" N                 (once; default 0: declared peers only)
 #                 | "shards" N                        (once, anywhere in the section; 1..64)
+#                 | "history" SUFFIX "to" SUFFIX "stat" STAT "window" TIME [ "offset" TIME ]
+#                   (repeatable; the first suffix is the "from" line's "to" suffix, the
+#                   second none of the section's others: not the "to" suffix, a "from"
+#                   or "forward" suffix, or another "history" line's; window > 0,
+#                   window + offset at most 400d, offset default 0; not with "shards")
 #   peer-option   = "local" | "up" | "down"           (at most one; none means "down")
 #                 | "group" ID                        (up peers only; not "peer:...")
 #                 | "shard" N                         (needs "shards"; 1..shards; one peer
@@ -55,6 +63,8 @@ This module does no I/O except in :func:`load` (read the file).
 #   SUFFIX        = "." 1*( any character but ".", "," and whitespace )
 #   CPUSET        = CPU [ "-" CPU ] { "," CPU [ "-" CPU ] }   (CPU 0..4095, ranges upwards)
 #   ADDRESS       = IPV4 [ ":" PORT ] | "[" IPV6 "]" [ ":" PORT ] | IPV6 ":" PORT
+#   STAT          = "avg" | "max" | "min" | "p" 1..100  (no leading zero: p90, p100)
+#   TIME          = 1*DIGIT [ "ms" | "s" | "m" | "h" | "d" ]  (HAProxy's; no unit: ms)
 #   N             = 1*DIGIT                           (at least 1)
 #   OCTAL         = 1*5 octal digits                  (at most 7777)
 #   NAME, ID      = a word without whitespace; PATH = a non-empty word
@@ -93,7 +103,18 @@ def parse_config(lines: tuple[Line, ...], path: str) -> Config:
             raise outside_section_error(keyword)
     if not sections:
         raise config_error(Position(path, 1, 1), "no aggregations section")
-    return Config(path, global_ or EMPTY_GLOBAL, tuple(sections.values()))
+    config = Config(path, global_ or EMPTY_GLOBAL, tuple(sections.values()))
+    check_history_file(config)
+    return config
+
+
+def check_history_file(config: Config) -> None:
+    """A ``history`` line needs ``history-file`` (the global section may come after it)."""
+    if config.global_.history_file is not None:
+        return
+    first = next((line for section in config.aggregations for line in section.history), None)
+    if first is not None:
+        raise config_error(first.position, "history needs 'history-file' in the global section")
 
 
 def outside_section_error(keyword: Token) -> ConfigError:

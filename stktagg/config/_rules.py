@@ -5,7 +5,8 @@ A rule is a pure function over the tokens of one logical line:
 ``rule(line, pos, keyword) -> (pos, value)`` for an option
 (:data:`OptionRule`). This module holds what rules of both sections share:
 taking the next word with a precise message when it is missing, the end of
-a line, addresses, choices, counts, and options in any order. Every failure
+a line, a fixed keyword, addresses, choices, counts, times, and options in
+any order. Every failure
 goes through :func:`~stktagg.config._model.config_error`.
 
 Imports ``_model`` and ``_lexer``.
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._lexer import Line, Token
-from ._model import Address, config_error
+from ._model import DIGITS, TIME_UNITS, Address, config_error, format_time
 
 #: The words that start a section; a section's lines run up to the next one.
 SECTION_KEYWORDS = frozenset({"global", "aggregations"})
@@ -56,6 +57,18 @@ def expect_end(line: Line, pos: int) -> None:
     if pos < len(line):
         raise config_error(line[pos].at, f"unexpected extra argument '{line[pos].text}' "
                                          f"to '{line[0].text}'")
+
+
+def take_keyword(line: Line, pos: int, owner: Token, word: str, what: str) -> tuple[int, Token]:
+    """The fixed word *word* at *pos* (``to`` in ``from .a to .b``); *what* is what follows it.
+
+    Fails with "'<owner>' needs '<word>' and <what>" at *owner* when the line
+    ends, with "expected '<word>', found '<text>'" at the word found otherwise.
+    """
+    pos, token = take(line, pos, owner, f"'{word}' and {what}")
+    if token.text != word:
+        raise config_error(token.at, f"expected '{word}', found '{token.text}'")
+    return pos, token
 
 
 def one_of(words: Iterable[str]) -> str:
@@ -147,3 +160,27 @@ def number_in_range(token: Token, owner: Token, low: int, high: int) -> int:
         raise config_error(token.at, f"'{owner.text}' expects a whole number from {low} to {high}, "
                                      f"not '{text}'")
     return int(text)
+
+
+#: How a time is written, for messages.
+TIME_HINT = "a whole number and an optional unit ms, s, m, h or d (none: ms), like 90s or 1h"
+
+
+def parse_time(token: Token, owner: Token, low: int, high: int) -> int:
+    """The token as a time in HAProxy's syntax, in ms, from *low* to *high* ms.
+
+    Digits then an optional unit (:data:`~stktagg.config._model.TIME_UNITS`: ``ms``,
+    ``s``, ``m``, ``h``, ``d``); a bare number is ms, as in HAProxy (``window 1h``,
+    ``offset 90s``, ``timeout 1500``).
+    """
+    text = token.text
+    digits = text.rstrip("".join(TIME_UNITS))
+    unit = text[len(digits):]
+    if not digits or not set(digits) <= DIGITS or (unit and unit not in TIME_UNITS):
+        raise config_error(token.at, f"invalid time '{text}' for '{owner.text}' (expected {TIME_HINT})")
+    significant = digits.lstrip("0")
+    ms = int(significant or "0") * TIME_UNITS[unit or "ms"] if len(significant) <= 20 else high + 1
+    if not low <= ms <= high:
+        raise config_error(token.at, f"'{owner.text}' expects a time from {format_time(low)} to "
+                                     f"{format_time(high)}, not '{text}'")
+    return ms
