@@ -60,7 +60,7 @@ UNIT_TESTS=(
     tests/test_yaml.py tests/test_layering.py tests/test_tls.py
     tests/test_wire.py tests/test_session.py tests/test_wire_properties.py
     tests/test_config_shards.py tests/test_collector.py tests/test_shards.py tests/test_shardproxy.py
-    tests/test_pushes.py tests/test_history.py
+    tests/test_pushes.py tests/test_history.py tests/test_recorder.py
 )
 if [ "$#" -eq 0 ]; then
     real=$(date +%s)
