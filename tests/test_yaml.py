@@ -118,8 +118,9 @@ def test_history_lines_and_file_round_trip_through_yaml():
 
 def test_history_written_in_yaml(tmp_path):
     yaml_file = tmp_path / "h.yaml"
-    yaml_file.write_text("global:\n  history-file: h.db\naggregations:\n  agg:\n    peer:\n      - A 127.0.0.1:1 local\n"
-                         "    from: any to .aggr\n    history:\n      - .aggr to .min stat min window 10m\n"
+    yaml_file.write_text("global:\n  history-file: h.db\naggregations:\n  agg:\n"
+                         "    peer:\n      - A 127.0.0.1:1 local\n    from: any to .aggr\n"
+                         "    history:\n      - .aggr to .min stat min window 10m\n"
                          "      - .aggr to .p50 stat p50 window 2h offset 1500\n")
     config = load_yaml(str(yaml_file))
     assert config.global_.history_file == "h.db"
