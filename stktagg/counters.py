@@ -10,7 +10,10 @@ form handed out). Runs in the I/O thread only; no locks.
   reason its last failed session was closed.
 - Update rates: one sample of the two update counters per second (the
   server's timer calls ``sample``), from which ``rates`` gives the last
-  second's and the last minute's rates.
+  second's and the last minute's rates, and ``trend`` the rate of each
+  second of the last five minutes (the dashboard's chart); with each
+  sample, every peer's update totals, from which ``peer_rates`` gives its
+  rates over the last second.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ PeerKey = tuple[str, str]
 #: The counters of ``session.SessionStats`` that add up across sessions.
 TRAFFIC_FIELDS = ("messages_in", "messages_out", "bytes_in", "bytes_out", "updates_in", "updates_out",
                   "heartbeats_in", "heartbeats_out")
-#: Samples kept: one a second, enough for the rate over the last minute.
-RATE_SAMPLES = 62
+#: Samples kept: one a second, enough for the rate over the last minute and the trend.
+RATE_SAMPLES = 302
+#: The trend's span: the rates of each of the last this many seconds.
+TREND_SECONDS = 300
 
 
 class Counters:
@@ -43,6 +48,9 @@ class Counters:
         self._last_hello: dict[PeerKey, float] = {}
         self._last_error: dict[PeerKey, str] = {}
         self._samples: collections.deque[tuple[float, int, int]] = collections.deque(maxlen=RATE_SAMPLES)
+        #: the last two samples of each peer's update totals: (time, {peer: (received, sent)})
+        self._peer_samples: collections.deque[tuple[float, Mapping[PeerKey, tuple[int, int]]]] = \
+            collections.deque(maxlen=2)
 
     # -- per peer ---------------------------------------------------------------------
 
@@ -75,9 +83,32 @@ class Counters:
 
     # -- rates ------------------------------------------------------------------------
 
-    def sample(self, now: float) -> None:
-        """Record the update counters at clock time ``now`` (s); called once a second."""
+    def sample(self, now: float, peers: Mapping[PeerKey, tuple[int, int]] | None = None) -> None:
+        """Record the update counters at clock time ``now`` (s), and each peer's (updates
+        received, sent) over all its sessions, ``peers``; called once a second."""
         self._samples.append((now, self.updates_in, self.updates_out))
+        if peers is not None:
+            self._peer_samples.append((now, peers))
+
+    def peer_rates(self, peer: PeerKey) -> tuple[int, int] | None:
+        """The peer's updates received and sent per second over the last second (None: not known)."""
+        if len(self._peer_samples) < 2:
+            return None
+        (t0, old), (t1, new) = self._peer_samples
+        if peer not in old or peer not in new:
+            return None
+        span = max(t1 - t0, 1e-9)
+        return (round((new[peer][0] - old[peer][0]) / span), round((new[peer][1] - old[peer][1]) / span))
+
+    def trend(self) -> tuple[tuple[float, int, int], ...]:
+        """``(clock time, updates received/s, pushed/s)`` of each second of the last
+        ``TREND_SECONDS`` (oldest first), from successive samples."""
+        samples = list(self._samples)[-TREND_SECONDS - 1:]
+        out = []
+        for (t0, in0, out0), (t1, in1, out1) in zip(samples, samples[1:]):
+            span = max(t1 - t0, 1e-9)
+            out.append((t1, round((in1 - in0) / span), round((out1 - out0) / span)))
+        return tuple(out)
 
     def rates(self) -> Mapping[str, int | None]:
         """Updates received and pushed per second, over the last second and the last minute."""

@@ -27,9 +27,9 @@ from .config import Config, check_cpus, check_files, config_error, load
 from .errors import ConfigError, StktaggError
 from .loop import Reactor
 from .notify import Notifier
-from .metrics import MetricsConnection
 from .server import Server
 from .shardproxy import Shard, ShardedCliConnection, ShardedMetricsConnection
+from .web import WebConnection
 from .shards import Supervisor, is_sharded, plan, shard_command, write_configs
 from .tls import section_contexts
 
@@ -152,7 +152,7 @@ def run(config: Config, args: argparse.Namespace, daemon: bool) -> int:
     clock = Clock()
     reactor = Reactor(clock=clock.now, coalesce=LOOP_COALESCE)
     server = Server(config, reactor, clock, workers=max(0, args.workers), cli_factory=CliConnection,
-                    metrics_factory=MetricsConnection)
+                    http_factory=lambda server: WebConnection(server.dashboard))
     if not _bind(server, reactor, config):
         return EXIT_RUNTIME
     if config.global_.cpu_map:
@@ -197,7 +197,7 @@ def run_sharded(config: Config, args: argparse.Namespace, daemon: bool) -> int:
     front = dataclasses.replace(config, aggregations=())
     server = Server(front, reactor, clock, workers=0,
                     cli_factory=lambda _: ShardedCliConnection(reactor, lambda: shards),
-                    metrics_factory=lambda _: ShardedMetricsConnection(reactor, lambda: shards))
+                    http_factory=lambda _: ShardedMetricsConnection(reactor, lambda: shards))
     if not _bind(server, reactor, config):
         shutil.rmtree(run_dir, ignore_errors=True)
         return EXIT_RUNTIME

@@ -5,7 +5,7 @@ Imports ``aggregation``, ``config``, ``links``, ``loop``, ``peerlink``,
 
 - ``Listeners`` opens, before privileges are dropped, one listener per
   distinct peers address (the sections sharing it are told apart by the
-  hello, see ``links``), the stats sockets (CLI) and the metrics endpoint,
+  hello, see ``links``), the stats sockets (CLI) and the ``http`` listener (dashboard, metrics),
   and turns each accepted peer socket into a ``links.PeerConnection`` (TLS
   when the local peer line says ``ssl``).
 - ``Dialer`` dials each up peer, and again 1 to 1.5 s after a failed connect
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 RECONNECT_DELAY = 1.0
 RECONNECT_JITTER = 0.5
 
-#: Makes the transport protocol of a stats or metrics connection; given the server.
+#: Makes the transport protocol of a stats socket or ``http`` connection; given the server.
 ProtocolFactory = Callable[[Any], Any]
 
 
@@ -62,7 +62,7 @@ class Listeners:
         self._tls = tls
         self._sections: list[Section] = []
         self.peers: dict[tuple[str, int], Listener] = {}
-        #: stats sockets and the metrics endpoint, by what opened them (their settings)
+        #: stats sockets and the ``http`` listener, by what opened them (their settings)
         self.services: dict[tuple, Listener] = {}
         self._owner: object = None
         self._factories: tuple[ProtocolFactory | None, ProtocolFactory | None] = (None, None)
@@ -72,10 +72,10 @@ class Listeners:
         return [*self.peers.values(), *self.services.values()]
 
     def bind(self, config: Config, sections: list[Section], owner: object, cli_factory: ProtocolFactory | None,
-             metrics_factory: ProtocolFactory | None) -> None:
-        """Open every listening socket; stats and metrics protocols are made with ``owner``.
+             http_factory: ProtocolFactory | None) -> None:
+        """Open every listening socket; stats and ``http`` protocols are made with ``owner``.
         ``sections`` is the server's list, read again at each accept (a reload changes it)."""
-        self._sections, self._owner, self._factories = sections, owner, (cli_factory, metrics_factory)
+        self._sections, self._owner, self._factories = sections, owner, (cli_factory, http_factory)
         for address in self._peer_addresses():
             self.peers[address] = Listener(self._reactor, address, self._peer_acceptor(address))
         for spec in self._service_specs(config):
@@ -117,16 +117,16 @@ class Listeners:
         return [s for s in self._sections if (s.local.address.host, s.local.address.port) == address]
 
     def _service_specs(self, config: Config) -> list[tuple]:
-        """What each stats socket and the metrics endpoint are opened with: compared at a reload."""
-        cli_factory, metrics_factory = self._factories
+        """What each stats socket and the ``http`` listener are opened with: compared at a reload."""
+        cli_factory, http_factory = self._factories
         specs: list[tuple] = []
         if cli_factory is not None:
             for stats in config.global_.stats_sockets:
                 where = stats.path if stats.path is not None else (stats.address.host, stats.address.port)
                 specs.append(("stats socket", where, stats.mode if stats.mode is not None else 0o600))
-        prometheus = config.global_.prometheus
-        if prometheus is not None and metrics_factory is not None:
-            specs.append(("prometheus", (prometheus.host, prometheus.port), None))
+        http = config.global_.http
+        if http is not None and http_factory is not None:
+            specs.append(("http", (http.host, http.port), None))
         return specs
 
     def _open_service(self, spec: tuple) -> Listener:

@@ -95,3 +95,11 @@ class ConfigError(StktaggError):
 
 class CliError(StktaggError):
     """A runtime CLI command could not be carried out (reported to the client)."""
+
+
+class ApiError(StktaggError):
+    """A dashboard API request could not be answered: the HTTP status to answer, and why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status

@@ -1,11 +1,12 @@
 """Prometheus metrics over HTTP: ``prometheus <ip:port>`` in ``global``.
 
 Stdlib only, served by the daemon's own event loop (no thread, no
-http.server). ``render(status)`` builds the text exposition format (version
-0.0.4) from a ``status.Status`` snapshot and the process's own figures
-(``/proc``, ``getrusage``); ``MetricsConnection`` answers ``GET /metrics``
-(anything else: 404 or 405) from a fresh snapshot of its
-``status.StatusSource``, and closes. Imports ``status`` only. Names follow Prometheus conventions: ``hapee_stktagg_``
+http.server) at ``/metrics`` of the ``http`` listener (``web``; ``prometheus``
+is the older name of ``http``). ``render(status)`` builds the text exposition
+format (version 0.0.4) from a ``status.Status`` snapshot and the process's own
+figures (``/proc``, ``getrusage``). ``read_request`` and ``http_response`` are
+what a sharded daemon's main process answers with (``shardproxy``: metrics
+only). Imports ``httpwire`` and ``status``. Names follow Prometheus conventions: ``hapee_stktagg_``
 prefix, ``_total`` counters (monotonic across reconnections), base units
 (``_seconds``, ``_bytes``), and the standard ``process_*`` metrics.
 
@@ -21,13 +22,12 @@ from __future__ import annotations
 
 import os
 import resource
-import time
-from dataclasses import dataclass
 
-from .status import Status, StatusSource
+from .httpwire import MAX_REQUEST, HttpError, parse_request, response
+from .status import Status
 
-#: Longest request head read before answering 431.
-MAX_REQUEST = 8192
+__all__ = ["CONTENT_TYPE", "MAX_REQUEST", "HttpError", "http_response", "read_request", "render"]
+
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -133,79 +133,21 @@ def _process(w: _Writer, status: Status) -> None:
              round(status.started_wall, 3))
 
 
-class MetricsConnection:
-    """One HTTP/1.x connection to the metrics endpoint: one request, one answer, close."""
-
-    def __init__(self, source: StatusSource) -> None:
-        self.source = source
-        self.transport = None
-        self._buffer = bytearray()
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        if b"\r\n\r\n" in self._buffer or b"\n\n" in self._buffer:
-            self._answer()
-        elif len(self._buffer) > MAX_REQUEST:
-            self._send(431, "text/plain", "request header too large\n")
-
-    def eof_received(self) -> None:
-        pass
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-
-    def _answer(self) -> None:
-        verdict = read_request(bytes(self._buffer))
-        if isinstance(verdict, HttpError):
-            self._send(verdict.status, "text/plain", verdict.body)
-        else:
-            self._send(200, CONTENT_TYPE, render(self.source.status()), head_only=verdict)
-
-    def _send(self, status: int, content_type: str, body: str, head_only: bool = False) -> None:
-        if self.transport is None:
-            return
-        self.transport.write(http_response(status, content_type, body, self.source.clock.wall(), head_only))
-        self.transport.close()
-        self.transport = None
-
-
 #: The metrics' media type (Prometheus text format 0.0.4).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            431: "Request Header Fields Too Large"}
-
-
-@dataclass(frozen=True, slots=True)
-class HttpError:
-    """A request the metrics endpoint refuses: the status and the plain-text body to answer."""
-
-    status: int
-    body: str
 
 
 def read_request(request: bytes) -> HttpError | bool:
-    """The verdict on a request's head: an ``HttpError``, or whether only the head is wanted (``HEAD``)."""
-    parts = request.split(b"\n", 1)[0].decode("latin-1").strip().split()
-    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-        return HttpError(400, "bad request\n")
-    if parts[0] not in ("GET", "HEAD"):
-        return HttpError(405, "only GET\n")
-    if parts[1].split("?", 1)[0] != "/metrics":
+    """The verdict on a request for the metrics alone (a sharded daemon's main process): an
+    ``HttpError``, or whether only the head is wanted (``HEAD``)."""
+    verdict = parse_request(request)
+    if isinstance(verdict, HttpError):
+        return verdict
+    if verdict.path != "/metrics":
         return HttpError(404, "see /metrics\n")
-    return parts[0] == "HEAD"
+    return verdict.head_only
 
 
 def http_response(status: int, content_type: str, body: str, wall: float, head_only: bool = False) -> bytes:
-    """A whole HTTP/1.1 answer that closes the connection."""
-    data = body.encode()
-    head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\nContent-Length: {len(data)}"
-            f"\r\nConnection: close\r\nDate: {_http_date(wall)}\r\n\r\n")
-    return head.encode() + (b"" if head_only else data)
-
-
-def _http_date(wall: float) -> str:
-    """An HTTP ``Date`` header's value for the wall time ``wall``."""
-    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(wall))
+    """A whole HTTP/1.1 answer of a text body that closes the connection."""
+    return response(status, content_type, body.encode(), wall, head_only)

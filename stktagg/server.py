@@ -9,7 +9,8 @@ Runs in the I/O thread, except what the workers do. Each part has one job:
 - ``backpressure``: stop reading while the workers are behind;
 - ``counters``: traffic, last hello and error per peer, update rates;
 - ``workers``: the threads that apply updates to the tables;
-- ``recorder``: the history lines (issue 18), when ``history-file`` is set.
+- ``recorder``: the history lines (issue 18), when ``history-file`` is set;
+- ``dashboard``: what the ``http`` listener's connections share (issue 19).
 
 ``Server`` itself owns the sections (``aggregations``), starts and stops the
 parts, runs the periodic timers (session timers, table timers, rate samples)
@@ -29,6 +30,7 @@ from .clock import Clock, table_ms
 from .collector import FREEZE_INTERVAL, LongLived
 from .config import Aggregations, Config, Peer
 from .counters import Counters
+from .dashboard import Dashboard
 from .endpoints import Dialer, Listeners
 from .loop import TURN_BUCKETS, Reactor
 from .peerlink import LinkContext, Outbox
@@ -60,12 +62,12 @@ class Server:
         reactor: the event loop (running on ``clock.now``).
         clock: the process's clock.
         workers: worker threads (0: apply updates in the I/O thread).
-        cli_factory, metrics_factory: make the protocol of a stats socket or
-            metrics connection; called with the server.
+        cli_factory, http_factory: make the protocol of a stats socket or
+            ``http`` listener connection; called with the server.
     """
 
     def __init__(self, config: Config, reactor: Reactor, clock: Clock, *, workers: int = 1,
-                 cli_factory: Callable | None = None, metrics_factory: Callable | None = None) -> None:
+                 cli_factory: Callable | None = None, http_factory: Callable | None = None) -> None:
         self.config = config
         self.reactor = reactor
         self.clock = clock
@@ -86,6 +88,8 @@ class Server:
         self.pushes = PushScheduler(reactor, clock, self.sections, self.registry, self.backpressure.release)
         #: what grows with a table (teaches, parked pushes, clears) runs here, a part per loop turn
         self.slices = Slicer(reactor, clock)
+        #: what the ``http`` listener's connections share (the dashboard's table scans run as slices)
+        self.dashboard = Dashboard(self, self.slices)
         #: the history lines' sampling and statistics (None: no ``history-file``)
         self.recorder: Recorder | None = None
         if config.global_.history_file:
@@ -97,7 +101,7 @@ class Server:
         source = config.global_.source
         self.dialer = Dialer(reactor, ctx, self.registry, tls, (source.host, source.port) if source else None)
         self._cli_factory = cli_factory
-        self._metrics_factory = metrics_factory
+        self._http_factory = http_factory
         self.started_at = clock.now()
         self.started_wall = clock.wall()
         #: keeps the cycle collector from walking the tables (collector)
@@ -107,7 +111,7 @@ class Server:
 
     def bind(self) -> None:
         """Open every listening socket (before privileges are dropped)."""
-        self.listeners.bind(self.config, self.sections, self, self._cli_factory, self._metrics_factory)
+        self.listeners.bind(self.config, self.sections, self, self._cli_factory, self._http_factory)
 
     def add_section(self, config: Aggregations) -> Section:
         """A section a reload added (``reconfigure``): its tables start empty."""
@@ -164,7 +168,15 @@ class Server:
         self.reactor.call_later(FREEZE_INTERVAL, self._freeze_tick)
 
     def _sample_rates(self) -> None:
-        self.counters.sample(self.clock.now())
+        counters = self.counters
+        totals = {}
+        for section in self.sections:
+            for _, peer in section.declared_peers():
+                key = (section.name, peer.name)
+                link = self.registry.established.get(key)
+                traffic = counters.traffic(key, link.session.stats if link is not None else None)
+                totals[key] = (traffic.updates_in, traffic.updates_out)
+        counters.sample(self.clock.now(), totals)
         self.reactor.call_later(RATE_SAMPLE_INTERVAL, self._sample_rates)
 
     # -- the status view and the commands (status.StatusSource) ---------------------------
@@ -174,7 +186,8 @@ class Server:
         counters = self.counters
         return Status(tuple(self._section_status(s) for s in self.sections), os.getpid(), self.started_at,
                       self.started_wall, counters.updates_in, counters.updates_out, counters.rates(),
-                      self._loop_stats(), self.recorder.status() if self.recorder is not None else None)
+                      self._loop_stats(), self.recorder.status() if self.recorder is not None else None,
+                      counters.trend())
 
     def _loop_stats(self) -> LoopStats:
         turns = self.reactor.turn_stats
@@ -194,14 +207,16 @@ class Server:
         key = (section.name, peer.name)
         counters = self.counters
         link = self.registry.established.get(key)
+        rates = counters.peer_rates(key) or (None, None)
         if link is None:
             return PeerStatus(peer.name, index, peer.role, str(peer.address), last_hello=counters.last_hello(key),
-                              last_error=counters.last_error(key), traffic=counters.traffic(key, None))
+                              last_error=counters.last_error(key), traffic=counters.traffic(key, None),
+                              updates_in_per_s=rates[0], updates_out_per_s=rates[1])
         session = link.session
         sent = {name: SentTable(out.last_pushed, out.last_acked) for name, out in session.out_tables.items()}
         return PeerStatus(peer.name, index, peer.role, link.address, session.state, link.synced, link.tls,
                           counters.last_hello(key), counters.last_error(key), counters.traffic(key, session.stats),
-                          MappingProxyType(sent))
+                          *rates, MappingProxyType(sent))
 
     def clear_table(self, command: ClearTable) -> int:
         """Forget entries, and push each cleared key to its receivers as zeros expiring at once.

@@ -85,7 +85,7 @@ def plan(config: Config, run_dir: str) -> list[ShardPlan]:
         cli_path = os.path.join(run_dir, f"shard{index}.sock")
         position = Position(os.path.join(run_dir, f"shard{index}.cfg"), 0, 0)
         private = StatsSocket(cli_path, None, 0o600, None, None, None, position)
-        global_ = dataclasses.replace(config.global_, stats_sockets=(private,), prometheus=None, pidfile=None)
+        global_ = dataclasses.replace(config.global_, stats_sockets=(private,), http=None, pidfile=None)
         derived = Config(position.path, global_, tuple(_absolute_paths(s) for s in sections))
         plans.append(ShardPlan(label, derived, position.path, cli_path))
 

@@ -75,6 +75,9 @@ class PeerStatus:
     last_hello: float | None = None  #: wall time of the last session established, if any
     last_error: str = ""  #: why the last session that failed was closed
     traffic: Traffic = Traffic()
+    #: updates received from the peer and sent to it per second, over the last second (None: not known)
+    updates_in_per_s: int | None = None
+    updates_out_per_s: int | None = None
     #: per table name, the current session's update ids
     sent: Mapping[bytes, SentTable] = field(default_factory=lambda: _NOTHING_SENT)
 
@@ -139,6 +142,13 @@ class TableStatus:
     def read(self, stripe: int, keys: list[bytes], now_ms: int) -> list[tuple[bytes, tuple | None, int, dict]]:
         """``rows`` of those of ``keys`` (a batch of ``stripe``) still in the table: one read under its lock."""
         return self.table.read_keys(stripe, keys, now_ms)
+
+    def column(self, stripe: int, keys: list[bytes], now_ms: int,
+               column: tuple[int, int] | None) -> list[tuple[bytes, object, int]]:
+        """``(key, the aggregate's wire value of column = (field, element), its expiry)`` of those
+        of ``keys`` (a batch of ``stripe``) still in the table: one value per key, for a scan
+        of every key (None without a live entry, or with ``column`` None)."""
+        return self.table.read_column(stripe, keys, now_ms, column)
 
     def empty(self) -> tuple:
         """Wire values of an entry nobody contributed to."""
@@ -226,6 +236,8 @@ class Status:
     rates: Mapping[str, int | None] = field(default_factory=lambda: MappingProxyType({}))
     loop: LoopStats = field(default_factory=lambda: LoopStats())  #: the event loop's own figures
     history: HistoryStatus | None = None  #: the history lines (None: no ``history-file``)
+    #: ``(clock time, updates received/s, pushed/s)`` of each second of the last five minutes
+    trend: tuple[tuple[float, int, int], ...] = ()
 
     def section(self, name: str) -> SectionStatus | None:
         return next((s for s in self.sections if s.name == name), None)

@@ -608,6 +608,59 @@ class AggTable:
             return [self._view_locked(stripe, key, arr, now) for key in keys
                     if (arr := entries.get(key)) is not None]
 
+    def read_column(self, stripe_index: int, keys: list[bytes], now: int,
+                    column: tuple[int, int] | None) -> list[tuple[bytes, object, int]]:
+        """``(key, the aggregate's element column = (field, element) as a wire value, expiry)`` of
+        ``keys`` still in the stripe (value None without a live entry, or ``column`` None): the
+        dashboard's scans. No peers' entries; one read under the lock; schedules nothing."""
+        stripe = self.stripes[stripe_index]
+        read = self._column_reader(column, now)
+        with stripe.lock:
+            entries = stripe.entries
+            return [(key, *read(stripe, key, arr)) for key in keys if (arr := entries.get(key)) is not None]
+
+    def _column_reader(self, column: tuple[int, int] | None, now: int):
+        """``read(stripe, key, entry) -> (value, expiry)`` for ``read_column``."""
+        size, columns = self.layout.record, self.layout.columns
+        if self.mode is not TableMode.AGGREGATE or (
+                column is not None and columns[column[0]][4] not in (Combine.SUM, Combine.MAX)):
+            # Forwarded and history tables, rates and latest values: the whole aggregate (the
+            # generated combine of every field is faster than one rate's general code).
+            fast = self.layout.fast_combine if self.mode is TableMode.AGGREGATE else None
+            index, element = column or (0, 0)
+            is_array = column is not None and columns[index][6]
+
+            def whole(stripe: Stripe, key: bytes, arr: array) -> tuple[object, int]:
+                found = fast(arr, now, size) if fast is not None else self._view_locked(stripe, key, arr, now)[1:3]
+                if found is None or found[0] is None:
+                    return None, 0
+                if column is None:
+                    return None, found[1]
+                return (found[0][index][element] if is_array else found[0][index]), found[1]
+            return whole
+        # Counters and maxima: that one element of the live records, in one pass.
+        off, cap, summed = 0, 0, True
+        if column is not None:
+            slot, _, width, std, combine, _, _ = columns[column[0]]
+            off, cap = slot + column[1] * width, U64_MAX if std is StdType.ULL else U32_MAX
+            summed = combine is Combine.SUM
+
+        def one(stripe: Stripe, key: bytes, arr: array) -> tuple[object, int]:
+            value = expire = 0
+            for at in range(1, len(arr), size):
+                ends = arr[at] & EXPIRE_MASK
+                if ends > now:
+                    if ends > expire:
+                        expire = ends
+                    if summed:
+                        value += arr[at + off]
+                    elif arr[at + off] > value:
+                        value = arr[at + off]
+            if not expire:
+                return None, 0
+            return (None if column is None else value if value < cap else cap), expire
+        return one
+
     def lookup(self, key: bytes, now: int) -> tuple[tuple | None, int, dict] | None:
         stripe = self.stripes[self.stripe_of(key)]
         with stripe.lock:

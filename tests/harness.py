@@ -336,6 +336,27 @@ class Aggregator:
         return unix_query(self.socket_path, command)
 
 
+class Cluster:
+    """An aggregator and HAProxy nodes (set by the subclass: ``aggr``, ``nodes`` by name), as a
+    context manager: started aggregator first, stopped at the end (those still running)."""
+
+    aggr: Aggregator
+    nodes: dict[str, HaproxyNode]
+
+    def __enter__(self):
+        self.aggr.start()
+        for node in self.nodes.values():
+            node.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for node in self.nodes.values():
+            if node.process is not None:
+                node.stop()
+        if self.aggr.process is not None:
+            self.aggr.stop()
+
+
 def aggregator_config(workdir: Path, address: str, port: int, nodes: list[HaproxyNode],
                       rule: str = "from .local to .aggr", name: str = "AGGR", section: str = "agg",
                       extra_peers: list[str] = (), socket_name: str = "aggr") -> str:

@@ -250,3 +250,114 @@ def test_observer_notes_when_each_probe_value_first_comes_back():
     bench._frame_walk(s, seen, controls)
     assert seen == first  # the first arrival counts
     bench._frame_walk(s, None, controls)  # not an observer: pushes counted only
+
+
+# -- --dashboard (issue 19): the generated listener and the client that times the dashboard -------
+
+
+def test_dashboard_option_adds_the_http_listener_to_stktagg_configs_only(tmp_path, capsys):
+    from stktagg.config import parse
+
+    bench = _bench_module()
+    args = bench.parse_args(["--spawn", "stktagg", "--dashboard", "--target", "127.0.0.9:11100"])
+    assert args.dashboard and args.dashboard_interval == 5.0
+    text = bench.stktagg_config(args, str(tmp_path))
+    host, port = args.dashboard_address.rsplit(":", 1)
+    assert host == "127.0.0.9" and f"    http {args.dashboard_address}\n" in text
+    assert bench.stktagg_config(args, str(tmp_path)) == text  # one port per run
+    config = parse(text, "aggr.cfg")
+    assert (config.global_.http.host, config.global_.http.port) == ("127.0.0.9", int(port))
+    assert "http" not in bench.stktagg_config(bench.parse_args(["--spawn", "stktagg"]), str(tmp_path))
+    compare = bench.parse_args(["--compare", "stktagg,naive,stktagg:2", "--dashboard", "--dashboard-interval", "2"])
+    runs = [bench.target_args(compare, t) for t in compare.compare]
+    assert all(r.dashboard and r.dashboard_interval == 2.0 for r in runs)
+    ports = {bench.dashboard_address(r) for r in (runs[0], runs[2])}
+    assert len(ports) == 2 and not getattr(compare, "dashboard_address", None)  # each target its own
+    for argv in (["--dashboard"], ["--spawn", "naive", "--dashboard"], ["--compare", "naive", "--dashboard"],
+                 ["--rebuild", "--dashboard"], ["--spawn", "stktagg", "--dashboard", "--dashboard-interval", "0"]):
+        with pytest.raises(SystemExit):
+            bench.parse_args(argv)
+    capsys.readouterr()
+
+
+def _dashboard_stub(answers: dict):
+    """A tiny HTTP server: path (without the query) -> (status, body); it notes every request."""
+    import http.server
+    import threading
+
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.path)
+            status, body = answers.get(self.path.split("?")[0], (404, b"no such page"))
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, seen
+
+
+def test_dashboard_probe_times_each_call_and_counts_failures():
+    bench = _bench_module()
+    table = json.dumps({"rows": [{"key": "20.0.0.1"}], "scanned": 1234}).encode()
+    server, seen = _dashboard_stub({"/": (200, b"<html>"), "/dashboard.js": (200, b"//"),
+                                    "/dashboard.css": (200, b""), "/api/overview": (200, b"{}"),
+                                    "/api/table": (200, table), "/api/key": (500, b"oops")})
+    try:
+        probe = bench.DashboardProbe(f"127.0.0.1:{server.server_address[1]}", 0.05, "20.0.0.0", timeout=5)
+        probe.one_round()
+        assert seen[:5] == ["/", "/dashboard.js", "/dashboard.css", "/api/overview",
+                            "/api/table?section=bench&table=mytable.aggr&limit=100"]
+        assert seen[5] == "/api/table?section=bench&table=mytable.aggr&sort=http_req_cnt&order=asc&filter=1&limit=100"
+        assert seen[6] == "/api/key?section=bench&table=mytable.aggr&key=20.0.0.0"
+        figures = probe.figures()
+        assert figures["dashboard_calls"] == 7 and figures["dashboard_failures"] == 1
+        assert figures["dashboard_failure_kinds"] == {"/api/key: HTTP 500": 1}
+        assert figures["dashboard_scanned"] == 1234 and figures["dashboard_api_key_ms_max"] is None
+        assert 0 < figures["dashboard_api_table_ms_p50"] <= figures["dashboard_page_ms_max"]
+        assert figures["dashboard_api_sorted_ms_max"] > 0
+        probe.start()  # as a thread: rounds until stopped, none started after
+        bench.time.sleep(0.3)
+        probe.stop()
+        probe.join(10)
+        assert not probe.is_alive() and probe.rounds >= 3 and probe.calls == len(seen)
+    finally:
+        server.shutdown()
+        server.server_close()
+    probe = bench.DashboardProbe(f"127.0.0.1:{bench.free_port('127.0.0.1')}", 1, "20.0.0.0", timeout=5)
+    probe.one_round()  # nobody listens: every call fails, no page load counted
+    figures = probe.figures()
+    assert figures["dashboard_failures"] == 7 and figures["dashboard_page_ms_p50"] is None
+    assert figures["dashboard_failure_kinds"]["/: ConnectionRefusedError"] == 1
+    line = bench.render_dashboard(dict(figures, dashboard_scanned=1_000_000))
+    assert "1,000,000 keys scanned" in line and "7 failed" in line
+
+
+def test_comparison_and_single_reports_say_the_dashboard_figures():
+    bench = _bench_module()
+    row = {"target": "stktagg", "acked_per_s": 1000, "pushed_back_per_s_per_session": 10,
+           "latency_ms": {"p50": 1.0, "p95": 2.0, "p99": 3.0}, "target_cpu_us_per_update": 5.0,
+           "target_cpu_cores": 0.5, "target_processes": 1, "target_rss_bytes": 30e6, "bench_cpu_per_process": 0.4,
+           "bench_processes": 1, "bottleneck": "none (the offered rate was taken)", "errors": [],
+           "peers": 4, "keys": 100, "updates": "explicit", "offered_rate": 1000, "warmup_s": 0, "duration_s": 4.0,
+           "probes": 10, "probes_sent": 10, "target_shards": 1, "target_cpu_busiest_process_cores": 0.5,
+           "rss_per_key_bytes": 300, "offered_per_s": 1000, "loop_longest_turn_ms_1m": 12.5}
+    dashboard = {"dashboard_page_ms_p50": 20.5, "dashboard_page_ms_max": 80.0, "dashboard_api_table_ms_p50": 10.0,
+                 "dashboard_api_table_ms_max": 70.0, "dashboard_api_sorted_ms_p50": 11.0,
+                 "dashboard_api_sorted_ms_max": 71.0, "dashboard_api_key_ms_p50": 1.0, "dashboard_api_key_ms_max": 2.0,
+                 "dashboard_calls": 14, "dashboard_failures": 0, "dashboard_scanned": 100, "dashboard_rounds": 2}
+    lines = bench.render_comparison([dict(row, **dashboard), dict(row, target="naive")]).splitlines()
+    assert lines[-1] == ("stktagg: dashboard p50/max page 20.5/80 ms, api/table 10/70 ms (100 keys scanned),"
+                         " sorted 11/71 ms, api/key 1/2 ms; 14 calls in 2 rounds, 0 failed")
+    assert not any(line.startswith("naive: dashboard") for line in lines)
+    text = bench.render(dict(row, **dashboard))
+    assert "dashboard" in text and "page 20.5/80 ms" in text and "12.5" in text
+    assert "dashboard" not in bench.render(row)

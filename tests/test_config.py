@@ -957,7 +957,7 @@ def test_history_file_errors(line: str, message: str) -> None:
 
 
 def test_unknown_keywords_name_the_history_directives() -> None:
-    assert "prometheus, history-file)" in error_of("global\n    histroy-file x\n")
+    assert "http, prometheus, history-file)" in error_of("global\n    histroy-file x\n")
     assert "shards, history)" in error_of("aggregations A\n    histroy .a to .b\n")
 
 
@@ -999,3 +999,29 @@ def test_grammar_comment_names_every_keyword() -> None:
     keywords = (set(_global_section.GLOBAL_RULES) | set(_global_section.STATS_OPTION_RULES)
                 | set(_aggregations_section.AGGREGATIONS_RULES) | set(_aggregations_section.PEER_OPTION_RULES))
     assert sorted(k for k in keywords if f'"{k}"' not in grammar) == []
+
+
+# --------------------------------------------------------------------------
+# Issue 19: ``http`` serves the dashboard and the metrics; ``prometheus`` is its alias
+# --------------------------------------------------------------------------
+
+_HTTP_TAIL = "aggregations A\n    peer A 127.0.0.1:1 local\n    from any to .b\n"
+
+
+@pytest.mark.parametrize("keyword", ["http", "prometheus"])
+def test_http_and_its_alias_set_the_one_listener(keyword: str) -> None:
+    config = parse(f"global\n    {keyword} 127.0.0.1:9100\n" + _HTTP_TAIL)
+    assert (config.global_.http.host, config.global_.http.port) == ("127.0.0.1", 9100)
+    assert "    http 127.0.0.1:9100\n" in dump(config)
+
+
+@pytest.mark.parametrize("lines, message", [
+    ("http 127.0.0.1:1\n    prometheus 127.0.0.1:2",
+     "<string>:3:5: duplicate 'prometheus' (already set at line 2: 'http' is the same listener)"),
+    ("prometheus 127.0.0.1:1\n    http 127.0.0.1:2",
+     "<string>:3:5: duplicate 'http' (already set at line 2: 'prometheus' is the same listener)"),
+    ("http 127.0.0.1:1\n    http 127.0.0.1:2", "<string>:3:5: duplicate 'http' (already set at line 2)"),
+    ("http", "<string>:2:5: 'http' needs an address like 127.0.0.1:9100"),
+])
+def test_http_errors(lines: str, message: str) -> None:
+    assert error_of(f"global\n    {lines}\n" + _HTTP_TAIL) == message

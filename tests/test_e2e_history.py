@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from harness import (CONVERGE_TIMEOUT, Aggregator, HaproxyNode, TableSpec, aggregator_config, fresh_loopback,
+from harness import (CONVERGE_TIMEOUT, Aggregator, Cluster, HaproxyNode, TableSpec, aggregator_config, fresh_loopback,
                      need_haproxy, version_params, wait_for)
 
 pytestmark = pytest.mark.e2e
@@ -42,7 +42,7 @@ RULE = [
 ]
 
 
-class Bed:
+class Bed(Cluster):
     def __init__(self, tmp_path, binary: str) -> None:
         self.tmp_path = tmp_path
         address = fresh_loopback()
@@ -70,18 +70,6 @@ class Bed:
         data = json.loads(self.aggr.cli(f"show history agg mytable{suffix} key {key} json"))
         return [b["values"]["http_req_cnt"] for b in data["buckets"] if b["in_window"]]
 
-    def __enter__(self) -> "Bed":
-        self.aggr.start()
-        for node in self.nodes.values():
-            node.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for node in self.nodes.values():
-            if node.process is not None:
-                node.stop()
-        if self.aggr.process is not None:
-            self.aggr.stop()
 
 
 @pytest.fixture(params=VERSIONS, ids=[v for v, _ in VERSIONS])

@@ -38,7 +38,10 @@ ALLOWED = {
     "status": {"clock", "config", "schema", "session", "table", "wire"},
     "counters": {"session", "status"},
     "cli": {"clock", "datatypes", "errors", "history", "metrics", "schema", "status", "table"},
-    "metrics": {"status"},
+    "metrics": {"httpwire", "status"},
+    "httpwire": set(),
+    "dashboard": {"cli", "clock", "datatypes", "errors", "schema", "status"},
+    "web": {"dashboard", "errors", "httpwire", "metrics"},
     "shardproxy": {"cli", "clock", "errors", "loop", "metrics", "transport"},
     "shards": {"config"},
     "loop": {"errors"},
@@ -61,7 +64,8 @@ ALLOWED = {
     "recorder": {"aggregation", "clock", "config", "datatypes", "history", "historystore", "schema", "slices", "status",
                  "table", "wire", "workers"},
     "endpoints": {"aggregation", "config", "connect", "links", "loop", "peerlink", "tls", "transport"},
-    "server": {"aggregation", "backpressure", "clock", "collector", "config", "counters", "endpoints", "loop", "peerlink",
+    "server": {"aggregation", "backpressure", "clock", "collector", "config", "counters", "dashboard", "endpoints", "loop",
+               "peerlink",
                "pushes", "recorder", "registry", "slices", "status", "tls", "workers"},
 }
 #: The top of the stack, which may import anything: the entry points.

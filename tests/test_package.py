@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import subprocess
+import urllib.request
 
 import pytest
 
@@ -15,6 +16,7 @@ from harness import CONVERGE_TIMEOUT, ROOT, HaproxyNode, TableSpec, fresh_loopba
 PROGRAM = "/opt/hapee-extras/sbin/hapee-stktagg"
 #: The configuration package's modules: every one must be installed (a subpackage that
 #: setup.cfg's package discovery missed would break the installed program's imports).
+STATIC_FILES = sorted(p.name for p in (ROOT / "stktagg" / "static").iterdir())
 CONFIG_MODULES = sorted(p.name for p in (ROOT / "stktagg" / "config").glob("*.py"))
 CONFIG = "/etc/hapee-extras/hapee-stktagg.cfg"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="installing a package needs root (CI runs as root)")
@@ -76,6 +78,8 @@ def _check_python_files(paths: list[str]) -> None:
     for module in CONFIG_MODULES:
         assert any(p.endswith(f"/stktagg/config/{module}") for p in ours), (module, ours)
     assert not [p for p in ours if p.endswith("/bench.py")], ours  # contrib/bench.py is not installed
+    for name in STATIC_FILES:  # the dashboard's page, script and style (package data)
+        assert any(p.endswith(f"/stktagg/static/{name}") for p in paths), (name, ours)
 
 
 def _run_installed_program_against_haproxy(tmp_path) -> None:
@@ -85,7 +89,7 @@ def _run_installed_program_against_haproxy(tmp_path) -> None:
                        [("AGGR", address, 11100)])
     sock = tmp_path / "installed.sock"
     cfg = tmp_path / "installed.cfg"
-    cfg.write_text(f"global\n    stats socket {sock}\naggregations AGGR\n    peer AGGR {address}:11100 local\n"
+    cfg.write_text(f"global\n    stats socket {sock}\n    http {address}:11109\naggregations AGGR\n    peer AGGR {address}:11100 local\n"
                    f"    peer node1 {address}:11001\n    from .local to .aggr\n")
     log = open(tmp_path / "installed.log", "wb")
     daemon = subprocess.Popen([PROGRAM, "-f", str(cfg)], stdout=log, stderr=log)  # the installed program
@@ -98,6 +102,9 @@ def _run_installed_program_against_haproxy(tmp_path) -> None:
                  timeout=CONVERGE_TIMEOUT, what="the installed daemon's sum on the node")
         answer = run("socat", "stdio", f"UNIX-CONNECT:{sock}", input="show table AGGR mytable.aggr\n").stdout
         assert answer.startswith("key=198.51.100.9 http_req_cnt=3 ")
+        for path, needle in (("/", b"dashboard.js"), ("/dashboard.js", b"textContent"), ("/dashboard.css", b"body")):
+            with urllib.request.urlopen(f"http://{address}:11109{path}", timeout=10) as page:  # installed files
+                assert page.status == 200 and needle in page.read(), path
     finally:
         node.stop()
         daemon.terminate()
@@ -115,7 +122,7 @@ def test_pip_install_gives_a_console_script(tmp_path):
         ".git", "build", "dist", "*.egg-info", "__pycache__", ".hypothesis", ".pytest_cache"))
     installed = run(str(venv / "bin/pip"), "install", "-q", str(source), timeout=300)
     assert installed.returncode == 0, installed.stdout + installed.stderr
-    _check_python_files([str(p) for p in venv.rglob("*.py")])
+    _check_python_files([str(p) for p in venv.rglob("*") if p.is_file()])
     version = run(str(venv / "bin/hapee-stktagg"), "-v")
     assert version.returncode == 0 and version.stdout.startswith("hapee-stktagg version ")
     check = run(str(venv / "bin/hapee-stktagg"), "-c", "-f", str(ROOT / "contrib/hapee-stktagg.cfg"))

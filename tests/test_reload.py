@@ -12,7 +12,7 @@ import signal
 
 import pytest
 
-from harness import (CONVERGE_TIMEOUT, Aggregator, HaproxyNode, TableSpec, aggregator_config, fresh_loopback,
+from harness import (CONVERGE_TIMEOUT, Aggregator, Cluster, HaproxyNode, TableSpec, aggregator_config, fresh_loopback,
                      need_haproxy, unix_query, version_params, wait_for)
 
 pytestmark = pytest.mark.e2e
@@ -22,7 +22,7 @@ OTHER = TableSpec("other", "string len 32", "http_req_cnt", "x-other", "req.hdr(
 PORT = 11100
 
 
-class Bed:
+class Bed(Cluster):
     """Nodes A, B, C dialling one aggregator, whose file names only some of them at first."""
 
     def __init__(self, tmp_path, binary: str, declared: tuple[str, ...], tables=(TABLE,)) -> None:
@@ -51,16 +51,6 @@ class Bed:
     def sum_on(self, node: str, key: str, table: str = "mytable.aggr") -> str | None:
         return self.nodes[node].table(table).get(key, {}).get("http_req_cnt")
 
-    def __enter__(self) -> "Bed":
-        self.aggr.start()
-        for node in self.nodes.values():
-            node.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for node in self.nodes.values():
-            node.stop()
-        self.aggr.stop()
 
 
 def established(bed: Bed, *names: str) -> bool:

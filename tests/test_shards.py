@@ -49,7 +49,7 @@ def test_one_process_per_local_shard_and_one_for_the_unsharded_sections(tmp_path
     for p in plans:
         g = p.config.global_
         assert [s.path for s in g.stats_sockets] == [p.cli_path] and g.stats_sockets[0].mode == 0o600
-        assert g.prometheus is None and g.pidfile is None and g.max_entries == 500_000
+        assert g.http is None and g.pidfile is None and g.max_entries == 500_000
         assert os.path.dirname(p.cli_path) == str(tmp_path)
     assert len({p.cli_path for p in plans}) == 3
 

@@ -207,3 +207,32 @@ def test_a_table_storing_no_data_type_works():
     decoder.feed(MessageEncoder().encode(definition) + UpdateBatch([(encode(b"k", ()), 10)]).frame(1, True))
     decoder.next_message()
     assert decoder.next_run()[1] == [(b"k", (), 10)]
+
+
+#: gpt0 (max), http_req_cnt (sum), http_req_rate(10s), gpc0 (sum): every way a column combines
+#: but the latest value (server_id), which takes the whole aggregate's path as rates do.
+WIDE = TableDefinition(0, b"w.aggr", 6, 33, (1 << 1) | (1 << 2) | (1 << 9) | (1 << 10), 60_000, ((10, 10_000),))
+
+
+@pytest.mark.parametrize("mode", [TableMode.AGGREGATE, TableMode.FORWARD])
+def test_one_column_read_is_the_aggregate_s_element(mode):
+    """``read_column`` (the dashboard's scans) gives each column's element of the aggregate
+    that ``read_keys`` gives, and its expiry; None for a key whose entries all expired."""
+    t = AggTable(WIDE, mode)
+    for peer in range(3):
+        for i in range(40):
+            values = (i * (peer + 1) % 7, i + peer, i * 3 + peer, (0, i % 5 + peer, 1))
+            apply(t, peer, b"k%02d" % i, values, 1000, expire=500 if i % 10 == 0 and peer else None)
+    now = 1600  # the entries given 500 ms (at 1000) are expired then; the others live on
+    apply(t, 0, b"gone", (1, 1, 1, (0, 1, 0)), 0, expire=100)
+    for stripe in range(len(t.stripes)):
+        keys = t.stripe_keys(stripe)
+        full = {key: (agg, expire) for key, agg, expire, _ in t.read_keys(stripe, keys, now)}
+        for index in range(len(t.fields)):
+            got = {key: (value, expire) for key, value, expire in t.read_column(stripe, keys, now, (index, 0))}
+            want = {key: (None if agg is None else agg[index], expire if agg is not None else 0)
+                    for key, (agg, expire) in full.items()}
+            assert got == want, (mode, index)
+        expiries = {key: expire for key, _, expire in t.read_column(stripe, keys, now, None)}
+        assert expiries == {key: expire if agg is not None else 0 for key, (agg, expire) in full.items()}
+    assert t.read_column(t.stripe_of(b"gone"), [b"gone", b"absent"], now, (1, 0)) == [(b"gone", None, 0)]

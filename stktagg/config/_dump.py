@@ -74,8 +74,8 @@ def dump_global(section: GlobalSection) -> str:
             out += _line(keyword, str(number))
     if section.peer_address_check:
         out += _line("peer-address-check")
-    if section.prometheus is not None:
-        out += _line("prometheus", str(section.prometheus))
+    if section.http is not None:
+        out += _line("http", str(section.http))
     return out
 
 

@@ -33,6 +33,9 @@ from ._rules import (
 
 OCTAL_DIGITS = frozenset("01234567")
 REPEATABLE_GLOBALS = frozenset({"stats", "log"})
+#: Keywords that set the same thing as another: ``prometheus`` is the older name of ``http``
+#: (one listener serves the metrics and the dashboard), so only one of the two may be given.
+SAME_SETTING = {"prometheus": "http"}
 LOG_STREAMS = frozenset({"stderr", "stdout"})
 
 # Kept as tuples: error messages list them in this order.
@@ -184,8 +187,9 @@ def parse_id_keyword(line: Line, pos: int) -> tuple[int, str]:
     return pos, token.text
 
 
-def parse_prometheus(line: Line, pos: int) -> tuple[int, Address]:
-    """``prometheus <ip:port>``: the metrics endpoint's address (port mandatory)."""
+def parse_http(line: Line, pos: int) -> tuple[int, Address]:
+    """``http <ip:port>`` (or its alias ``prometheus``): the dashboard's and the metrics' listener
+    (port mandatory)."""
     pos, token = take_value(line, pos, line[0], "an address like 127.0.0.1:9100")
     return pos, parse_address(token)
 
@@ -206,11 +210,12 @@ GLOBAL_RULES: dict[str, LineRule] = {
     "max-entries": parse_count,
     "max-tables": parse_count,
     "peer-address-check": parse_flag,
-    "prometheus": parse_prometheus,
+    "http": parse_http,
+    "prometheus": parse_http,
     "history-file": parse_history_file,
 }
 GLOBAL_KEYWORDS_HELP = ("cpu-map, source, stats socket, log, pidfile, user, group, max-entries, max-tables, "
-                        "peer-address-check, prometheus, history-file")
+                        "peer-address-check, http, prometheus, history-file")
 
 
 @dataclass
@@ -225,12 +230,14 @@ class _GlobalState:
         if keyword.text in REPEATABLE_GLOBALS:
             self.lists[keyword.text].append(value)
             return
-        if keyword.text in self.first:
-            first = self.first[keyword.text].at.lineno
+        slot = SAME_SETTING.get(keyword.text, keyword.text)
+        if slot in self.first:
+            first = self.first[slot]
+            alias = f": '{first.text}' is the same listener" if first.text != keyword.text else ""
             raise config_error(keyword.at, f"duplicate '{keyword.text}' "
-                                           f"(already set at line {first})")
-        self.first[keyword.text] = keyword
-        self.values[keyword.text] = value
+                                           f"(already set at line {first.at.lineno}{alias})")
+        self.first[slot] = keyword
+        self.values[slot] = value
 
     def build(self) -> GlobalSection:
         cpu_map = self.first.get("cpu-map")
@@ -240,7 +247,7 @@ class _GlobalState:
             self.values.get("source"), tuple(self.lists["stats"]), tuple(self.lists["log"]),
             self.values.get("pidfile"), self.values.get("user"), self.values.get("group"),
             self.values.get("max-entries"), self.values.get("max-tables"),
-            bool(self.values.get("peer-address-check")), self.values.get("prometheus"),
+            bool(self.values.get("peer-address-check")), self.values.get("http"),
             history_file.text if history_file else None, history_file.at if history_file else None)
 
 

@@ -285,8 +285,9 @@ class GlobalSection:
     max_tables: int | None = None
     #: accept a peer only from the address of its ``peer`` line (``peer-address-check``)
     peer_address_check: bool = False
-    #: where to serve Prometheus metrics over HTTP (``prometheus <ip:port>``)
-    prometheus: Address | None = None
+    #: where to serve the dashboard, its JSON API and the Prometheus metrics over HTTP
+    #: (``http <ip:port>``, or its alias ``prometheus <ip:port>``)
+    http: Address | None = None
     #: the file the ``history`` lines keep their samples in (``history-file <path>``)
     history_file: str | None = None
     #: where the ``history-file`` path word is (None without it)

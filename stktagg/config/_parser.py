@@ -26,7 +26,8 @@ This module does no I/O except in :func:`load` (read the file).
 #                 | "log" LOG-TARGET [ FACILITY [ LEVEL [ LEVEL ] ] ]  (repeatable)
 #                 | "pidfile" PATH | "user" NAME | "group" NAME  (once each)
 #                 | "max-entries" N | "max-tables" N | "peer-address-check"
-#                 | "prometheus" ADDRESS                      (once each; port required)
+#                 | "http" ADDRESS | "prometheus" ADDRESS     (once each; port required;
+#                                                             the same listener: one of the two)
 #                 | "history-file" PATH                       (once; needed by "history")
 #   stats-option  = "mode" OCTAL | "user" NAME | "group" NAME
 #                 | "level" ( "user" | "operator" | "admin" )
