@@ -16,7 +16,8 @@ Imports ``cli`` (rows, columns and keys as ``show table`` makes them), ``clock``
   keys under its stripe's lock (``TableStatus.column``: the sorted column of
   the aggregate only, no peers' parts) and keeps the best ``limit`` so far; the peers' parts and history
   values are read for those keys only, at the end. So a sorted view of any
-  size costs the loop a bounded amount per turn (``slices.TURN_BUDGET``).
+  size costs the loop a bounded amount per turn (``SCAN_TURN_BUDGET``, on a
+  slicer of its own: the dashboard waits, the peers do not).
 - ``Dashboard``: the service the HTTP connections share: answers of
   ``/api/table`` kept ``CACHE_SECONDS``, or twice as long as they took to
   make (a page polls; several pages polling the same view cost one scan),
@@ -40,8 +41,8 @@ from .errors import ApiError, CliError
 from .schema import StdType, format_key
 from .status import SectionStatus, Status, StatusSource, TableStatus
 
-__all__ = ["CACHE_SECONDS", "DEFAULT_LIMIT", "Dashboard", "MAX_LIMIT", "MAX_SCANS", "TableQuery", "TableScan",
-           "key_data", "overview"]
+__all__ = ["CACHE_SECONDS", "DEFAULT_LIMIT", "Dashboard", "MAX_LIMIT", "MAX_SCANS", "SCAN_TURN_BUDGET",
+           "SCAN_TURN_KEYS", "TableQuery", "TableScan", "key_data", "overview"]
 
 #: Keys a table view lists unless the query says otherwise, and at most.
 DEFAULT_LIMIT = 100
@@ -54,6 +55,11 @@ MAX_FILTER = 256
 #: scan running all the time. So the dashboard takes a third of the loop's spare time at most.
 CACHE_SECONDS = 1.0
 CACHE_PER_SCAN = 2.0
+#: The dashboard's scans run on a slicer of their own, with a smaller share of each loop turn
+#: than the teaches and clears (``slices.TURN_BUDGET``, 10 ms): under load a view of a big
+#: table comes later (its answer is then kept longer, ``CACHE_PER_SCAN``), the peers do not wait.
+SCAN_TURN_BUDGET = 0.004
+SCAN_TURN_KEYS = 4000
 #: Different table scans under way at once, at most; another query gets 503 meanwhile.
 MAX_SCANS = 4
 #: Answers kept at most (the oldest go first).

@@ -30,7 +30,7 @@ from .clock import Clock, table_ms
 from .collector import FREEZE_INTERVAL, LongLived
 from .config import Aggregations, Config, Peer
 from .counters import Counters
-from .dashboard import Dashboard
+from .dashboard import SCAN_TURN_BUDGET, SCAN_TURN_KEYS, Dashboard
 from .endpoints import Dialer, Listeners
 from .loop import TURN_BUCKETS, Reactor
 from .peerlink import LinkContext, Outbox
@@ -88,8 +88,8 @@ class Server:
         self.pushes = PushScheduler(reactor, clock, self.sections, self.registry, self.backpressure.release)
         #: what grows with a table (teaches, parked pushes, clears) runs here, a part per loop turn
         self.slices = Slicer(reactor, clock)
-        #: what the ``http`` listener's connections share (the dashboard's table scans run as slices)
-        self.dashboard = Dashboard(self, self.slices)
+        #: what the ``http`` listener's connections share (its table scans: slices of their own, smaller)
+        self.dashboard = Dashboard(self, Slicer(reactor, clock, budget=SCAN_TURN_BUDGET, turn_keys=SCAN_TURN_KEYS))
         #: the history lines' sampling and statistics (None: no ``history-file``)
         self.recorder: Recorder | None = None
         if config.global_.history_file:

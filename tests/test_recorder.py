@@ -177,7 +177,9 @@ def test_a_restarted_recorder_serves_the_file_before_any_peer(bed, tmp_path):
         again.recorder.start()
         assert again.reactor.run_until(lambda: b"t.hmax" in again.section.tables, 5.0)
         assert again.section.tables[b"t.hmax"].mode is TableMode.HISTORY  # from the file's definitions
-        assert again.reactor.run_until(lambda: again.entry(".hmax", b"k") is not None, 5.0)
+        # every line's statistics come from the file, in chunks: wait for both tables'
+        assert again.reactor.run_until(lambda: again.entry(".hmax", b"k") is not None
+                                       and again.entry(".havg", b"k") is not None, 5.0)
         assert again.entry(".hmax", b"k")[0] == 8 and again.entry(".havg", b"k")[0] == 8
     finally:
         again.close()

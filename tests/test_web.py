@@ -18,7 +18,7 @@ import pytest
 
 from stktagg import web
 from stktagg.clock import table_ms
-from stktagg.dashboard import CACHE_SECONDS, MAX_SCANS, Dashboard, TableQuery
+from stktagg.dashboard import CACHE_SECONDS, MAX_SCANS, SCAN_TURN_BUDGET, SCAN_TURN_KEYS, Dashboard, TableQuery
 from stktagg.datatypes import read_rate
 from stktagg.errors import ApiError
 from stktagg.httpwire import HttpError, Request, parse_request
@@ -46,7 +46,7 @@ class WebBed:
         self.reactor = Reactor()
         # The slicer's turn budget is kept on the real clock (as in the daemon); the table's
         # times are the source's manual clock's.
-        self.slices = Slicer(self.reactor, RealTime())
+        self.slices = Slicer(self.reactor, RealTime(), budget=SCAN_TURN_BUDGET, turn_keys=SCAN_TURN_KEYS)
         self.dashboard = Dashboard(source, self.slices)
         self.ticks: list[float] = []  #: CPU time between two runs of a timer every TICK (the turns between)
         self._timer = None
