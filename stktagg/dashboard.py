@@ -269,9 +269,13 @@ class TableScan:
         return True
 
     def step(self, now: float, keys: int) -> bool:
-        """Read one batch of about ``keys`` keys; at the end, answer. True once answered."""
+        """Read one batch of about ``keys`` keys; at the end, answer. True once answered.
+
+        The table's times are read on the dashboard's clock (the status source's), not the
+        slicer's ``now``: in the daemon they are one clock; a slicer may keep its budget on another.
+        """
         try:
-            return self._step(now, keys)
+            return self._step(self._clock.now(), keys)
         except Exception:  # a bug here must cost this answer only, never the loop
             log.exception("dashboard: the scan of %s failed", _text(self.query.table.name))
             self._done(500, to_json({"error": "the table scan failed (see the daemon's log)"}))
