@@ -23,6 +23,24 @@ else:
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "stktagg"))
 
 
+#: Longest test id part made of a parameter's text (``pytest_make_parametrize_id``).
+ID_TEXT = 40
+
+
+def pytest_make_parametrize_id(config, val, argname):
+    """A readable id for a text parameter without ``ids=``: one line of printable ASCII, at
+    most ``ID_TEXT`` characters. Config lines, requests and error messages are parameters
+    here; pytest would put their newlines, escapes and ten-thousand-digit numbers in the ids,
+    which a terminal or ``pytest <node id>`` then cannot take back (pytest numbers ids that
+    come out alike)."""
+    if not isinstance(val, (str, bytes)):
+        return None
+    text = val.decode("latin-1") if isinstance(val, bytes) else val
+    text = " ".join(text.split())
+    text = "".join(c if c.isascii() and c.isprintable() and c not in "[]\\" else "?" for c in text) or "empty"
+    return text if len(text) <= ID_TEXT else text[:ID_TEXT - 3] + "..."
+
+
 def open_fd_count() -> int:
     """The fds open once garbage is collected: under PyPy, sockets and files dropped by
     earlier tests stay open until its GC runs, which could be in the middle of a test.

@@ -220,13 +220,20 @@ def test_process_tree_sums_the_cpu_of_children_too():
     assert child.pid not in bench.process_tree(os.getpid())
 
 
+def report_row(**changes) -> dict:
+    """A measured target's report as ``measure`` makes it (the figures the renderers read)."""
+    row = {"target": "stktagg", "acked_per_s": 1000, "pushed_back_per_s_per_session": 10,
+           "latency_ms": {"p50": 1.0, "p95": 2.0, "p99": 3.0}, "target_cpu_us_per_update": 5.0,
+           "target_cpu_cores": 0.5, "target_processes": 1, "target_rss_bytes": 30e6, "bench_cpu_per_process": 0.4,
+           "bench_processes": 1, "bottleneck": "none (the offered rate was taken)", "errors": [],
+           "peers": 4, "keys": 100, "updates": "explicit", "offered_rate": 1000, "warmup_s": 0, "duration_s": 4.0}
+    return {**row, **changes}
+
+
 def test_comparison_table_has_procs_and_says_warmup():
     bench = _bench_module()
-    row = {"target": "stktagg:2", "acked_per_s": 1000, "pushed_back_per_s_per_session": 10,
-           "latency_ms": {"p50": 1.0, "p95": 2.0, "p99": 3.0}, "target_cpu_us_per_update": 5.0,
-           "target_cpu_cores": 0.5, "target_processes": 3, "target_rss_bytes": 30e6, "bench_cpu_per_process": 0.4,
-           "bench_processes": 1, "bottleneck": "target (a process with one core busy)", "errors": [],
-           "peers": 4, "keys": 100, "updates": "explicit", "offered_rate": None, "warmup_s": 2.0, "duration_s": 4.0}
+    row = report_row(target="stktagg:2", target_processes=3, bottleneck="target (a process with one core busy)",
+                     offered_rate=None, warmup_s=2.0)
     lines = bench.render_comparison([row]).splitlines()
     assert lines[0].endswith("measured 4 s after a 2 s warmup")
     assert lines[1].split()[:8] == ["target", "acked/s", "pushed/s/session", "latency", "p50/p99", "ms",
@@ -343,13 +350,8 @@ def test_dashboard_probe_times_each_call_and_counts_failures():
 
 def test_comparison_and_single_reports_say_the_dashboard_figures():
     bench = _bench_module()
-    row = {"target": "stktagg", "acked_per_s": 1000, "pushed_back_per_s_per_session": 10,
-           "latency_ms": {"p50": 1.0, "p95": 2.0, "p99": 3.0}, "target_cpu_us_per_update": 5.0,
-           "target_cpu_cores": 0.5, "target_processes": 1, "target_rss_bytes": 30e6, "bench_cpu_per_process": 0.4,
-           "bench_processes": 1, "bottleneck": "none (the offered rate was taken)", "errors": [],
-           "peers": 4, "keys": 100, "updates": "explicit", "offered_rate": 1000, "warmup_s": 0, "duration_s": 4.0,
-           "probes": 10, "probes_sent": 10, "target_shards": 1, "target_cpu_busiest_process_cores": 0.5,
-           "rss_per_key_bytes": 300, "offered_per_s": 1000, "loop_longest_turn_ms_1m": 12.5}
+    row = report_row(probes=10, probes_sent=10, target_shards=1, target_cpu_busiest_process_cores=0.5,
+                     rss_per_key_bytes=300, offered_per_s=1000, loop_longest_turn_ms_1m=12.5)
     dashboard = {"dashboard_page_ms_p50": 20.5, "dashboard_page_ms_max": 80.0, "dashboard_api_table_ms_p50": 10.0,
                  "dashboard_api_table_ms_max": 70.0, "dashboard_api_sorted_ms_p50": 11.0,
                  "dashboard_api_sorted_ms_max": 71.0, "dashboard_api_key_ms_p50": 1.0, "dashboard_api_key_ms_max": 2.0,

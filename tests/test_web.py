@@ -27,7 +27,7 @@ from stktagg.schema import format_key
 from stktagg.slices import Slicer
 from stktagg.transport import StreamTransport
 
-from test_cli_stream import TICK, Source, fill
+from test_cli_stream import TICK, Client, Source, fill
 
 pytestmark = pytest.mark.usefixtures("no_fd_leak")
 TIMEOUT = 120.0
@@ -49,12 +49,14 @@ class WebBed:
         self.slices = Slicer(self.reactor, RealTime(), budget=SCAN_TURN_BUDGET, turn_keys=SCAN_TURN_KEYS)
         self.dashboard = Dashboard(source, self.slices)
         self.ticks: list[float] = []  #: CPU time between two runs of a timer every TICK (the turns between)
+        self.exchanges: list[Exchange] = []
         self._timer = None
 
     def send(self, request: bytes) -> "Exchange":
         server_end, client_end = socket.socketpair()
-        StreamTransport(self.reactor, server_end, web.WebConnection(self.dashboard))
-        exchange = Exchange(self.reactor, client_end)
+        protocol = web.WebConnection(self.dashboard)
+        exchange = Exchange(self.reactor, client_end, protocol, StreamTransport(self.reactor, server_end, protocol), True)
+        self.exchanges.append(exchange)
         client_end.sendall(request)
         return exchange
 
@@ -82,39 +84,20 @@ class WebBed:
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        for exchange in self.exchanges:
+            exchange.close()
         for _ in range(3):
             self.reactor.run_once(0)
         self.reactor.close()
 
 
-class Exchange:
-    """The client end of one request: collects the answer until the server closes."""
-
-    def __init__(self, reactor: Reactor, sock: socket.socket) -> None:
-        self.reactor = reactor
-        self.sock = sock
-        self.data = bytearray()
-        self.eof = False
-        sock.setblocking(False)
-        reactor.add_reader(sock, self._on_readable)
-
-    def _on_readable(self) -> None:
-        try:
-            chunk = self.sock.recv(1 << 20)
-        except BlockingIOError:
-            return
-        if chunk:
-            self.data += chunk
-            return
-        self.eof = True
-        self.reactor.remove_reader(self.sock)
-        self.sock.close()
+class Exchange(Client):
+    """The client end of one request (``test_cli_stream.Client``): the answer once the server closed."""
 
     def answer(self) -> tuple[int, dict[str, str], bytes]:
         head, _, body = bytes(self.data).partition(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
-        headers = dict(line.split(": ", 1) for line in lines[1:])
-        headers = {name.lower(): value for name, value in headers.items()}
+        headers = {name.lower(): value for name, value in (line.split(": ", 1) for line in lines[1:])}
         assert int(headers["content-length"]) == len(body) or not body
         return int(lines[0].split()[1]), headers, body
 
@@ -181,7 +164,7 @@ def test_the_page_its_files_and_the_metrics_are_served_with_the_security_headers
     (b"GET /api/key?section=agg&table=big.aggr HTTP/1.1\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\n" + b"X: " + b"a" * 9000 + b"\r\n\r\n", 431),
     (b"garbage\r\n\r\n", 400),
-], ids=lambda value: value[:40].decode("latin-1") if isinstance(value, bytes) else str(value))
+])
 def test_bad_requests_get_a_clear_answer_and_change_nothing(bed_of, request_bytes: bytes, status: int) -> None:
     source = Source(fill(50, 2), 2)
     bed = bed_of(source)
